@@ -1,0 +1,160 @@
+"""Backends (neuron | onnx | torch) behind one interface, the resource that picks one, and the Encoder that runs
+tokenised static-shape batches through any of them."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+
+from neuronforge.artifacts import verify_manifest
+from neuronforge.registry import BACKENDS, ModelSpec
+from resources.backends.base import Backend, ExportResult, Runner, StaticShapeError, toolchain_versions
+
+__all__ = [
+    "Backend",
+    "BackendResource",
+    "Encoder",
+    "ExportResult",
+    "Runner",
+    "StaticShapeError",
+    "get_backend",
+    "load_encoder",
+    "neuron_available",
+    "toolchain_versions",
+]
+
+
+@functools.lru_cache(maxsize=1)
+def neuron_available() -> bool:
+    """A Neuron device is present and the Neuron SDK imports.
+
+    Checked in a subprocess: importing optimum.neuron / torch_neuronx mutates os.environ and can initialise the
+    runtime, which must not happen in the step process before its cores are leased.
+    """
+    if not Path("/dev/neuron0").exists():
+        return False
+    probe = subprocess.run([sys.executable, "-c", "import torch_neuronx"], capture_output=True, timeout=300)
+    return probe.returncode == 0
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def get_backend(name: str, *, onnx_threads: int = 0) -> Backend:
+    if name == "onnx":
+        from resources.backends.onnx_backend import OnnxBackend
+
+        return OnnxBackend(threads=onnx_threads)
+    if name == "torch":
+        from resources.backends.torch_backend import TorchBackend
+
+        return TorchBackend()
+    if name == "neuron":
+        from resources.backends.neuron_backend import NeuronBackend
+
+        return NeuronBackend()
+    raise ValueError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
+
+
+def auto_backend_name(kind: str) -> str:
+    if neuron_available():
+        return "neuron"
+    if cuda_available() or kind == "chat":
+        return "torch"
+    return "onnx"
+
+
+class BackendResource(dg.ConfigurableResource):
+    """Chooses the backend for each model: `backend` here overrides models.yaml; "auto" lets each entry decide,
+    and an entry's "auto" means neuron on a Neuron host, torch on CUDA (and for chat), onnx on CPU."""
+
+    backend: str = "auto"
+    onnx_threads: int = 0  # 0: onnxruntime's default (all cores)
+
+    def backend_name(self, spec: ModelSpec) -> str:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"BackendResource.backend={self.backend!r}; use one of {', '.join(BACKENDS)}")
+        name = self.backend if self.backend != "auto" else spec.backend
+        if name == "auto":
+            name = auto_backend_name(spec.kind)
+        if spec.kind == "chat" and name == "onnx":
+            name = "torch"  # chat runs as a transformers folder with the same static limits
+        return name
+
+    def for_model(self, spec: ModelSpec) -> Backend:
+        return get_backend(self.backend_name(spec), onnx_threads=self.onnx_threads)
+
+
+class Encoder:
+    """An exported dense or sparse model, ready to encode text through its backend's static-shape runner."""
+
+    def __init__(self, artifact_dir: Path, manifest: dict[str, Any], runner: Runner, tokenizer: Any):
+        self.artifact_dir = Path(artifact_dir)
+        self.manifest = manifest
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.kind: str = manifest["kind"]
+        self.batch_size: int = runner.batch_size
+        self.sequence_length: int = runner.sequence_length
+        self.max_active_dims: int | None = manifest.get("options", {}).get("max_active_dims")
+
+    def tokenize(self, texts: Sequence[str], *, truncate: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Pad to the longest text (the runner pads on up to the static shape); without `truncate`, a text longer
+        than sequence_length raises StaticShapeError, as a Neuron model would."""
+        batch = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=truncate,
+            max_length=self.sequence_length if truncate else None,
+            return_tensors="np",
+        )
+        return batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)
+
+    def encode_batches(
+        self, texts: Sequence[str], *, truncate: bool = True, log: logging.Logger | None = None
+    ) -> Iterator[np.ndarray]:
+        """Yield one output array per static batch, in input order."""
+        total = len(texts)
+        started = time.perf_counter()
+        for start in range(0, total, self.batch_size):
+            ids, mask = self.tokenize(texts[start : start + self.batch_size], truncate=truncate)
+            yield self.runner.run(ids, mask)
+            done = min(start + self.batch_size, total)
+            if log is not None and (done == total or (start // self.batch_size) % 50 == 49):
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                log.info(f"encoded {done}/{total} texts, {rate:.1f}/s, ETA {(total - done) / rate:.0f}s")
+
+    def encode(self, texts: Sequence[str], *, truncate: bool = True, log: logging.Logger | None = None) -> np.ndarray:
+        """dense → [N, D] embeddings (normalised if the model normalises); sparse → [N, V] SPLADE activations."""
+        parts = list(self.encode_batches(texts, truncate=truncate, log=log))
+        if not parts:
+            width = self.manifest.get("dimension") or 0
+            return np.zeros((0, width), dtype=np.float32)
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def load_encoder(artifact_dir: Path | str, *, onnx_threads: int = 0) -> Encoder:
+    """Load an exported encoder artifact; refuses folders whose files do not match their manifest."""
+    from transformers import AutoTokenizer
+
+    artifact_dir = Path(artifact_dir)
+    manifest = verify_manifest(artifact_dir)
+    if manifest["kind"] not in ("dense", "sparse"):
+        raise ValueError(f"{artifact_dir} holds a {manifest['kind']} model, not an encoder")
+    backend = get_backend(manifest["backend"], onnx_threads=onnx_threads)
+    runner = backend.load_runner(artifact_dir, manifest)
+    tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
+    return Encoder(artifact_dir, manifest, runner, tokenizer)
