@@ -1,0 +1,51 @@
+"""publish: upload each exported artifact, with a generated model card, to a Hugging Face Hub repository."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from assets.common import after_upstream_passes
+from neuronforge.registry import ModelSpec
+from resources.hub import HubResource
+from resources.storage import StorageResource
+
+
+def build_publish_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    deps = [dg.AssetKey([spec.name, "export"])]
+    if spec.kind == "chat":
+        # A chat model is published only after its smoke evaluation; the evaluation's blocking check stops this
+        # asset from running in the same run when the model fails its expectations.
+        deps.append(dg.AssetKey([spec.name, "chat_smoke_eval"]))
+
+    @dg.asset(
+        key=[spec.name, "publish"],
+        deps=deps,
+        group_name=spec.name,
+        kinds={"huggingface"},
+        automation_condition=after_upstream_passes(),
+        description="The artifact and its model card in a Hub repository, tagged with the compile key (idempotent).",
+        tags={"model_kind": spec.kind},
+    )
+    def publish(context: dg.AssetExecutionContext, storage: StorageResource, hub: HubResource):
+        pointer = storage.read_pointer("export", spec.name)
+        result = hub.publish(Path(pointer["artifact_dir"]), model_name=spec.name, log=context.log)
+        storage.write_pointer(
+            "publish",
+            spec.name,
+            {"repo_id": result.repo_id, "commit_sha": result.commit_sha, "tag": result.tag, "url": result.repo_url},
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "repo_url": dg.MetadataValue.url(result.repo_url),
+                "repo_id": result.repo_id,
+                "commit_sha": result.commit_sha,
+                "tag": result.tag,
+                "new_commit": result.created_commit,
+                "files_uploaded": len(result.files_uploaded),
+                "files_skipped": len(result.files_skipped),
+                "bytes_uploaded": result.bytes_uploaded,
+            },
+            data_version=dg.DataVersion(result.commit_sha),
+        )
+
+    return publish

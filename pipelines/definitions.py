@@ -1,0 +1,74 @@
+"""The Dagster code location: one group of assets per model in models.yaml, plus the shared corpus stages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from assets.corpus import corpus
+from assets.embeddings import build_embeddings_asset, build_embeddings_checks
+from assets.export import build_export_asset, build_export_checks
+from assets.publish import build_publish_asset
+from assets.retrieval import build_retrieval_eval
+from assets.source_models import build_source_model_asset
+from assets.sparse_index import build_sparse_index_asset, build_sparse_index_checks
+from neuronforge.registry import ModelSpec, Registry, load_registry
+from resources.backends import BackendResource
+from resources.corpus import CorpusResource
+from resources.hub import HubResource
+from resources.neuron import NeuronResource
+from resources.storage import StorageResource
+
+
+def default_resources() -> dict[str, object]:
+    # HF_TOKEN only ever travels as an EnvVar: Dagster resolves it at run time and never shows its value.
+    token = dg.EnvVar("HF_TOKEN") if os.environ.get("HF_TOKEN") else None
+    return {
+        "storage": StorageResource(),
+        "backends": BackendResource(),
+        "neuron": NeuronResource(),
+        "corpus": CorpusResource(),
+        "hub": HubResource(endpoint=os.environ.get("NEURONFORGE_HUB_ENDPOINT") or None, token=token),
+    }
+
+
+def model_definitions(spec: ModelSpec) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+    assets = [build_source_model_asset(spec), build_export_asset(spec), build_publish_asset(spec)]
+    checks = build_export_checks(spec)
+    if spec.kind == "dense":
+        assets.append(build_embeddings_asset(spec))
+        checks += build_embeddings_checks(spec)
+    elif spec.kind == "sparse":
+        assets.append(build_sparse_index_asset(spec))
+        checks += build_sparse_index_checks(spec)
+    return assets, checks
+
+
+def build_definitions(registry: Registry | None = None, resources: dict[str, object] | None = None) -> dg.Definitions:
+    registry = registry or load_registry(os.environ.get("NEURONFORGE_MODELS") or None)
+    assets, checks = build_retrieval_eval(registry)
+    assets = [corpus, *assets]
+    for spec in registry.models:
+        model_assets, model_checks = model_definitions(spec)
+        assets += model_assets
+        checks += model_checks
+    default_pipeline = dg.define_asset_job(
+        "default_pipeline",
+        selection=dg.AssetSelection.all(),
+        description="Every model: source → export → evaluate → publish, and the corpus stages.",
+    )
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=[default_pipeline],
+        resources={**default_resources(), **(resources or {})},
+    )
+
+
+def registry_path() -> Path:
+    return Path(os.environ.get("NEURONFORGE_MODELS") or Path(__file__).resolve().parent.parent / "models.yaml")
+
+
+defs = build_definitions()
