@@ -1,0 +1,140 @@
+"""corpus_embeddings: dense embeddings of every corpus chunk, through the model's exported artifact."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from assets.common import after_upstream_passes, cores_needed, current_artifact, png_markdown
+from neuronforge.registry import ModelSpec
+from resources.corpus import CorpusResource
+from resources.neuron import NeuronResource
+from resources.storage import StorageResource
+
+
+def norm_histogram(norms) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    norms = np.asarray(norms, dtype=np.float64)
+    # Normalised models give norms within float32 rounding of 1.0: widen the range so the bins are finite.
+    low, high = (float(norms.min()), float(norms.max())) if norms.size else (0.0, 1.0)
+    if high - low < 1e-3:
+        low, high = low - 5e-4, high + 5e-4
+    figure, axis = plt.subplots(figsize=(5, 2.4))
+    axis.hist(norms, bins=40, range=(low, high), color="#4f43dd")
+    axis.set_xlabel("embedding L2 norm")
+    axis.set_ylabel("chunks")
+    markdown = png_markdown(figure, "embedding norm histogram")
+    plt.close(figure)
+    return markdown
+
+
+def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[spec.name, "corpus_embeddings"],
+        deps=[dg.AssetKey("corpus"), dg.AssetKey([spec.name, "export"])],
+        group_name=spec.name,
+        kinds={"parquet", "numpy"},
+        pool="neuron",
+        automation_condition=after_upstream_passes(),
+        description="Dense embeddings of every corpus chunk (Parquet shards; resumable, only new content encoded).",
+        tags={"model_kind": spec.kind},
+    )
+    def corpus_embeddings(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        corpus: CorpusResource,
+        neuron: NeuronResource,
+    ):
+        import numpy as np
+
+        from neuronforge.corpus import iter_documents
+        from neuronforge.shards import dense_matrix, dense_table, encode_shards, plan_shards, read_shards
+        from resources.backends import load_encoder
+
+        artifact_dir, manifest = current_artifact(storage, spec.name)
+        source = Path(storage.read_pointer("corpus", "default")["path"])
+        out_dir = storage.stage_dir("corpus_embeddings", spec.name)
+        holder = f"{spec.name}/corpus_embeddings run {context.run_id[:8]}"
+        with neuron.lease(cores_needed(spec, manifest), holder=holder, log=context.log) as lease:
+            encoder = load_encoder(artifact_dir)
+            shards = plan_shards(
+                iter_documents(source, corpus.policy()),
+                encoder.tokenizer,
+                encoder.sequence_length,
+                corpus.chunk_overlap,
+                corpus.shard_chunks,
+            )
+            run = encode_shards(
+                shards,
+                out_dir,
+                manifest["compile_key"],
+                lambda chunks: dense_table(chunks, encoder.encode([c.input_text for c in chunks], truncate=False)),
+                context.log,
+            )
+        vectors = dense_matrix(read_shards(out_dir, ["vector"]))
+        norms = np.linalg.norm(vectors, axis=1)
+        storage.write_pointer(
+            "corpus_embeddings", spec.name, {"dir": str(out_dir), "compile_key": manifest["compile_key"]}
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "dir": dg.MetadataValue.path(str(out_dir)),
+                "documents": run.documents,
+                "chunks": run.chunks,
+                "dimension": int(vectors.shape[1]) if vectors.size else 0,
+                "shards": len(run.shards),
+                "shards_reused": run.reused,
+                "chunks_encoded": run.encoded_chunks,
+                "chunks_per_s": round(run.chunks_per_s, 1),
+                "norm_min": float(norms.min()) if norms.size else 0.0,
+                "norm_mean": float(norms.mean()) if norms.size else 0.0,
+                "norm_max": float(norms.max()) if norms.size else 0.0,
+                "norm_histogram": dg.MetadataValue.md(norm_histogram(norms)),
+                **lease.metadata(),
+            },
+        )
+
+    return corpus_embeddings
+
+
+def build_embeddings_checks(spec: ModelSpec) -> list[dg.AssetChecksDefinition]:
+    key = dg.AssetKey([spec.name, "corpus_embeddings"])
+
+    @dg.asset_check(asset=key, name="complete_and_finite", blocking=True)
+    def complete_and_finite(storage: StorageResource) -> dg.AssetCheckResult:
+        """One embedding per chunk listed, no NaN/inf, and unit norm when the model normalises."""
+        import json
+
+        import numpy as np
+
+        from neuronforge.shards import SHARD_LIST, dense_matrix, read_shards
+
+        out_dir = Path(storage.read_pointer("corpus_embeddings", spec.name)["dir"])
+        listed = json.loads((out_dir / SHARD_LIST).read_text())["chunks"]
+        table = read_shards(out_dir, ["chunk_id", "vector"])
+        vectors = dense_matrix(table)
+        unique_ids = len(set(table.column("chunk_id").to_pylist()))
+        finite = bool(np.isfinite(vectors).all())
+        norms = np.linalg.norm(vectors, axis=1)
+        source = storage.read_pointer("source_model", spec.name)["path"]
+        normalises = (Path(source) / "modules.json").is_file() and "Normalize" in (
+            Path(source) / "modules.json"
+        ).read_text()
+        unit = bool(np.allclose(norms, 1.0, atol=1e-3)) if normalises else True
+        return dg.AssetCheckResult(
+            passed=table.num_rows == listed == unique_ids and finite and unit,
+            metadata={
+                "rows": table.num_rows,
+                "chunks_listed": listed,
+                "unique_chunk_ids": unique_ids,
+                "finite": finite,
+                "model_normalises": normalises,
+                "max_norm_error": float(np.abs(norms - 1).max()) if norms.size else 0.0,
+            },
+        )
+
+    return [complete_and_finite]
