@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 TEXT_SUFFIXES = (".txt", ".md")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
 # JSON escapes (\uXXXX, 6 bytes for a 1-3 byte character) can make a line much larger than the text it holds: a line
 # above this multiple of max_doc_bytes is rejected unread instead of parsed.
 _JSON_LINE_FACTOR = 6
@@ -198,24 +199,30 @@ def _iter_raw(source: Path, policy: BadInputPolicy, report: BadInputReport) -> I
         if (source / "corpus.jsonl").is_file():
             yield from _iter_jsonl(source / "corpus.jsonl", "corpus.jsonl", policy, report)
             return
-        files = _text_files(source)
+        # A folder of files (any mix of .jsonl/.parquet/.txt/.md), read in sorted order: adding a file leaves the
+        # documents of the others, and so their embedding shards, unchanged.
+        files = _corpus_files(source)
         if not files:
             raise CorpusError(
-                f"{source} holds neither a BEIR corpus.jsonl nor any .txt/.md file; point the corpus at a BEIR folder, "
-                "a .jsonl/.parquet file or a folder of text files."
+                f"{source} holds neither a BEIR corpus.jsonl nor any .jsonl/.parquet/.txt/.md file; point the corpus "
+                "at a BEIR folder, a .jsonl/.parquet file or a folder of such files."
             )
         for path in files:
-            yield from _read_text_file(path, path.relative_to(source).as_posix(), policy, report)
+            yield from _iter_file(path, path.relative_to(source).as_posix(), policy, report)
         return
     if not source.exists():
         raise CorpusError(f"corpus source {source} does not exist; check the path in the run config.")
+    yield from _iter_file(source, source.name, policy, report)
+
+
+def _iter_file(source: Path, rel: str, policy: BadInputPolicy, report: BadInputReport) -> Iterator[Document]:
     suffix = source.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        yield from _iter_jsonl(source, source.name, policy, report)
+    if suffix in JSONL_SUFFIXES:
+        yield from _iter_jsonl(source, rel, policy, report)
     elif suffix == ".parquet":
-        yield from _iter_parquet(source, source.name, policy, report)
+        yield from _iter_parquet(source, rel, policy, report)
     elif suffix in TEXT_SUFFIXES:
-        yield from _read_text_file(source, source.name, policy, report)
+        yield from _read_text_file(source, rel, policy, report)
     else:
         raise CorpusError(
             f"{source}: unsupported corpus file type {suffix!r}; use a BEIR folder, a .jsonl or .parquet file, "
@@ -223,12 +230,12 @@ def _iter_raw(source: Path, policy: BadInputPolicy, report: BadInputReport) -> I
         )
 
 
-def _text_files(folder: Path) -> list[Path]:
+def _corpus_files(folder: Path) -> list[Path]:
     return [
         p
         for p in sorted(folder.rglob("*"))
         if p.is_file()
-        and p.suffix.lower() in TEXT_SUFFIXES
+        and p.suffix.lower() in (*TEXT_SUFFIXES, *JSONL_SUFFIXES, ".parquet")
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     ]
 

@@ -1,0 +1,106 @@
+"""Resumable, incremental corpus encoding: a killed run resumes; a new file encodes only its own shards."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from neuronforge.corpus import iter_documents
+from neuronforge.shards import (
+    SHARD_LIST,
+    dense_matrix,
+    dense_table,
+    encode_shards,
+    plan_shards,
+    read_shards,
+    sparse_matrix,
+    sparse_table,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(minilm_dir):
+    return AutoTokenizer.from_pretrained(minilm_dir)
+
+
+def write_corpus(folder, files: dict[str, int]) -> None:
+    folder.mkdir(exist_ok=True)
+    for name, docs in files.items():
+        (folder / name).write_text(
+            "\n".join(json.dumps({"_id": f"{name}-{i}", "title": name, "text": f"document {i} of {name}. " * 20}) for i in range(docs))
+        )
+
+
+class CountingEncoder:
+    """Stands in for the model: deterministic vectors, and a count of what was encoded."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.chunks = 0
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def __call__(self, chunks):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("killed mid-run")
+        self.calls += 1
+        self.chunks += len(chunks)
+        vectors = np.array([[len(c.text), c.chunk_index, hash(c.id) % 97] for c in chunks], dtype=np.float32)
+        return dense_table(chunks, vectors)
+
+
+def run(folder, out, tokenizer, encoder, key="k1"):
+    shards = plan_shards(iter_documents(folder), tokenizer, 64, 8, shard_chunks=10)
+    return encode_shards(shards, out, key, encoder)
+
+
+def test_killed_run_resumes_without_re_encoding(tmp_path, tokenizer):
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, {"a.jsonl": 12})
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run(corpus, out, tokenizer, CountingEncoder(fail_after=2))
+    finished = sorted(p.name for p in out.glob("shard-*.parquet"))
+    assert len(finished) == 2 and not (out / SHARD_LIST).exists()
+
+    encoder = CountingEncoder()
+    result = run(corpus, out, tokenizer, encoder)
+    assert result.reused == 2 and encoder.calls == len(result.shards) - 2
+    assert result.documents == 12 and result.chunks == read_shards(out).num_rows
+    ids = read_shards(out, ["chunk_id"]).column("chunk_id").to_pylist()
+    assert len(ids) == len(set(ids))
+
+
+def test_new_file_encodes_only_its_shards_and_new_key_re_encodes_all(tmp_path, tokenizer):
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    write_corpus(corpus, {"a.jsonl": 6, "c.jsonl": 6})
+    first = run(corpus, out, tokenizer, CountingEncoder())
+    write_corpus(corpus, {"b.jsonl": 3})  # sorts between a and c: must not disturb c's shards
+    encoder = CountingEncoder()
+    second = run(corpus, out, tokenizer, encoder)
+    assert second.reused == len(first.shards)
+    assert encoder.chunks == second.chunks - first.chunks > 0
+
+    (corpus / "c.jsonl").unlink()
+    third = run(corpus, out, tokenizer, CountingEncoder())
+    assert third.removed_stale > 0 and len(list(out.glob("shard-*.parquet"))) == len(third.shards)
+
+    encoder = CountingEncoder()
+    run(corpus, out, tokenizer, encoder, key="k2")  # a new export: nothing can be reused
+    assert encoder.chunks == third.chunks
+
+
+def test_tables_round_trip(tmp_path, tokenizer):
+    import scipy.sparse as sp
+
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, {"a.jsonl": 2})
+    chunks = next(plan_shards(iter_documents(corpus), tokenizer, 64, 0, 100)).chunks
+    vectors = np.random.default_rng(0).random((len(chunks), 5), dtype=np.float32)
+    np.testing.assert_array_equal(dense_matrix(dense_table(chunks, vectors)), vectors)
+    matrix = sp.random(len(chunks), 50, density=0.2, format="csr", dtype=np.float32, random_state=1)
+    back = sparse_matrix(sparse_table(chunks, matrix), 50)
+    assert (back != matrix).nnz == 0
+    back.sort_indices()  # writable: scipy's in-place methods work on what the reader returns
