@@ -1,0 +1,39 @@
+"""Helpers for whole-pipeline tests: real definitions with scratch resources, and result accessors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+
+def pipeline_resources(root: Path, hub_url: str) -> dict[str, object]:
+    from resources.hub import HubResource
+    from resources.neuron import NeuronResource
+    from resources.storage import StorageResource
+
+    return {
+        "storage": StorageResource(root=str(root)),
+        "hub": HubResource(endpoint=hub_url),
+        "neuron": NeuronResource(lock_dir=str(root / "locks")),
+    }
+
+
+def materialize(defs: dg.Definitions, selection: dg.AssetSelection, run_config: dict | None = None):
+    job = dg.define_asset_job("e2e", selection=selection)
+    merged = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
+    return merged.resolve_job_def("e2e").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=run_config or {}
+    )
+
+
+def metadata(result, key: str) -> dict:
+    events = [
+        e for e in result.get_asset_materialization_events() if e.materialization.asset_key.to_user_string() == key
+    ]
+    assert events, f"{key} was not materialized"
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()}
+
+
+def checks(result) -> dict[str, bool]:
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
