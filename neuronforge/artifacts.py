@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+# Files a Hub repository adds around a published artifact (the model card, LFS attributes): allowed beside it.
+REPO_FILES = frozenset({"README.md", ".gitattributes"})
 
 
 class ManifestError(RuntimeError):
@@ -140,7 +142,7 @@ def verify_manifest(folder: Path) -> dict[str, Any]:
     expected: dict[str, str] = manifest.get("files", {})
     actual = file_hashes(folder)
     missing = sorted(set(expected) - set(actual))
-    extra = sorted(set(actual) - set(expected))
+    extra = sorted(set(actual) - set(expected) - REPO_FILES)
     altered = sorted(name for name in set(expected) & set(actual) if expected[name] != actual[name])
     if missing or extra or altered:
         raise ManifestError(

@@ -48,6 +48,9 @@ def test_manifest_roundtrip_and_tamper_detection(tmp_path):
     with pytest.raises(ManifestError, match=r"extra=\['extra.bin'\]"):
         verify_manifest(tmp_path)
     (tmp_path / "extra.bin").unlink()
+    (tmp_path / "README.md").write_text("model card")  # a Hub repo's own files are allowed beside an artifact
+    (tmp_path / ".gitattributes").write_text("*.onnx filter=lfs")
+    verify_manifest(tmp_path)
     (tmp_path / "sub" / "vocab.txt").unlink()
     with pytest.raises(ManifestError, match=r"missing=\['sub/vocab.txt'\]"):
         verify_manifest(tmp_path)
