@@ -30,7 +30,10 @@ def write_corpus(folder, files: dict[str, int]) -> None:
     folder.mkdir(exist_ok=True)
     for name, docs in files.items():
         (folder / name).write_text(
-            "\n".join(json.dumps({"_id": f"{name}-{i}", "title": name, "text": f"document {i} of {name}. " * 20}) for i in range(docs))
+            "\n".join(
+                json.dumps({"_id": f"{name}-{i}", "title": name, "text": f"document {i} of {name}. " * 20})
+                for i in range(docs)
+            )
         )
 
 
