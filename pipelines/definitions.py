@@ -16,6 +16,8 @@ from assets.retrieval import build_retrieval_eval
 from assets.source_models import build_source_model_asset
 from assets.sparse_index import build_sparse_index_asset, build_sparse_index_checks
 from neuronforge.registry import ModelSpec, Registry, load_registry
+from pipelines.schedules import build_schedules
+from pipelines.sensors import build_sensors
 from resources.backends import BackendResource
 from resources.corpus import CorpusResource
 from resources.hub import HubResource
@@ -67,6 +69,8 @@ def build_definitions(registry: Registry | None = None, resources: dict[str, obj
         assets=assets,
         asset_checks=checks,
         jobs=[default_pipeline],
+        sensors=build_sensors(registry),
+        schedules=build_schedules(registry),
         resources={**default_resources(), **(resources or {})},
     )
 

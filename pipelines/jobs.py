@@ -1,0 +1,90 @@
+"""Asset jobs the schedules and sensors launch, and the asset selections they share.
+
+Every run request names the exact assets it needs (`asset_selection`); the job only bounds what it may contain and
+gives the runs a readable name in the UI. Checks of the selected assets run in the same run, so a blocking check (export
+parity, the chat smoke evaluation) still gates publish and the retrieval stages.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import dagster as dg
+
+from neuronforge.registry import ModelSpec, Registry
+from resources.storage import PointerMissingError, StorageResource
+
+RECOMPILE_JOB = "recompile_models"
+CORPUS_REFRESH_JOB = "corpus_refresh"
+CHAT_EVAL_JOB = "chat_eval"
+
+STAGE_BY_KIND = {"dense": "corpus_embeddings", "sparse": "sparse_index", "chat": "chat_smoke_eval"}
+CORPUS = dg.AssetKey("corpus")
+RETRIEVAL_EVAL = dg.AssetKey("retrieval_eval")
+
+
+def stage_key(spec: ModelSpec) -> dg.AssetKey:
+    """The model's own downstream stage: embeddings, sparse index or chat smoke evaluation."""
+    return dg.AssetKey([spec.name, STAGE_BY_KIND[spec.kind]])
+
+
+def recompile_keys(spec: ModelSpec, *, include_source: bool = True) -> list[dg.AssetKey]:
+    """source_model → export → the model's stage → publish (publish of a chat model waits for its evaluation)."""
+    keys = [dg.AssetKey([spec.name, "source_model"])] if include_source else []
+    return [*keys, dg.AssetKey([spec.name, "export"]), stage_key(spec), dg.AssetKey([spec.name, "publish"])]
+
+
+def has_export(storage: StorageResource, name: str) -> bool:
+    try:
+        storage.read_pointer("export", name)
+    except PointerMissingError:
+        return False
+    return True
+
+
+def corpus_refresh_keys(registry: Registry, storage: StorageResource) -> tuple[list[dg.AssetKey], list[str]]:
+    """corpus, the embeddings / sparse index of every exported retrieval model, and retrieval_eval when every
+    retrieval model takes part (it reads all of their outputs). Returns (keys, models left out: not exported yet)."""
+    retrieval = [m for m in registry.models if m.kind in ("dense", "sparse")]
+    exported = [m for m in retrieval if has_export(storage, m.name)]
+    keys = [CORPUS, *(stage_key(m) for m in exported)]
+    if exported and len(exported) == len(retrieval):
+        keys.append(RETRIEVAL_EVAL)
+    return keys, [m.name for m in retrieval if m not in exported]
+
+
+# Cached: the sensors and schedules that target a job must share one definition of it.
+@functools.cache
+def recompile_job(registry: Registry) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        RECOMPILE_JOB,
+        selection=dg.AssetSelection.assets(*(key for spec in registry.models for key in recompile_keys(spec))),
+        description="Recompile models (source_model → export → stage → publish); launched by the upstream-revision, "
+        "toolchain and models.yaml sensors with only the affected models selected.",
+        tags={"neuronforge/job": RECOMPILE_JOB},
+    )
+
+
+@functools.cache
+def corpus_refresh_job(registry: Registry) -> dg.UnresolvedAssetJobDefinition:
+    retrieval = [m for m in registry.models if m.kind in ("dense", "sparse")]
+    keys = [CORPUS, *(stage_key(m) for m in retrieval)] + ([RETRIEVAL_EVAL] if retrieval else [])
+    return dg.define_asset_job(
+        CORPUS_REFRESH_JOB,
+        selection=dg.AssetSelection.assets(*keys),
+        description="Re-read the corpus, embed / index only new content, and re-score retrieval.",
+        tags={"neuronforge/job": CORPUS_REFRESH_JOB},
+    )
+
+
+@functools.cache
+def chat_eval_job(registry: Registry) -> dg.UnresolvedAssetJobDefinition | None:
+    chat = registry.of_kind("chat")
+    if not chat:
+        return None
+    return dg.define_asset_job(
+        CHAT_EVAL_JOB,
+        selection=dg.AssetSelection.assets(*(stage_key(m) for m in chat)),
+        description="The smoke evaluation (and its checks) of every chat model's current artifact.",
+        tags={"neuronforge/job": CHAT_EVAL_JOB},
+    )

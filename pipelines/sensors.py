@@ -1,0 +1,468 @@
+"""Sensors: recompile a model when what its artifact was built from changes, refresh retrieval when the corpus does.
+
+    upstream_revision_sensor  a Hub model's branch moved to a new commit       → source_model, export, stage, publish
+    toolchain_sensor          compiler / runtime versions differ from manifests → export, stage, publish
+    models_yaml_sensor        models.yaml differs from the loaded definitions  → "reload the code location";
+                              a loaded spec differs from its last export         → source_model, export, stage, publish
+    corpus_sensor             corpus files added, changed or removed            → corpus, embeddings, sparse index, eval
+    default_automation_sensor declarative automation (eager stages once blocking checks pass)
+
+All but the automation sensor start STOPPED: an operator turns them on in the UI (docs/operations.md). Each keeps a
+JSON cursor of what it already requested, and each run request carries a run_key (the new compile key, or the corpus
+fingerprint), so one change triggers one run. Ticks stay cheap: a Hub `model_info` call, JSON pointers and manifests,
+package metadata and file stats; never torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from assets.export import export_key, export_options
+from neuronforge.artifacts import ManifestError, compile_key, read_manifest, stable_hash
+from neuronforge.registry import ModelSpec, Registry, RegistryError, load_registry
+from pipelines.jobs import corpus_refresh_job, corpus_refresh_keys, recompile_job, recompile_keys
+from resources.backends import Backend, BackendResource, get_backend
+from resources.corpus import CorpusResource
+from resources.storage import PointerMissingError, StorageResource
+
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+HUB_TIMEOUT_S = 10.0
+TRIGGER_TAG = "neuronforge/trigger"
+MODEL_TAG = "neuronforge/model"
+RELOAD_HINT = (
+    "reload the code location (UI: Deployment → Code locations → Reload, or restart `dagster dev`) so the "
+    "definitions follow models.yaml"
+)
+
+
+# ----------------------------------------------------------------------------------------------------------- helpers
+
+
+def load_cursor(context: dg.SensorEvaluationContext) -> dict[str, Any]:
+    """The sensor's JSON cursor; an unreadable one (e.g. from an older version) starts afresh."""
+    if not context.cursor:
+        return {}
+    try:
+        data = json.loads(context.cursor)
+    except json.JSONDecodeError:
+        context.log.warning(f"ignoring an unreadable cursor: {context.cursor[:200]!r}")
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def dump_cursor(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True)
+
+
+def read_pointer_or_none(storage: StorageResource, stage: str, name: str) -> dict[str, Any] | None:
+    try:
+        return storage.read_pointer(stage, name)
+    except PointerMissingError:
+        return None
+
+
+def finish(
+    run_requests: list[dg.RunRequest], notes: list[str], cursor: Mapping[str, Any], idle: str
+) -> dg.SensorResult:
+    """Run requests, or a skip reason that says why nothing ran (shown on the tick in the UI)."""
+    if run_requests:
+        return dg.SensorResult(run_requests=run_requests, cursor=dump_cursor(cursor))
+    return dg.SensorResult(skip_reason="; ".join(notes) or idle, cursor=dump_cursor(cursor))
+
+
+def sensor_backend(spec: ModelSpec, backends: BackendResource, last_backend: str | None) -> Backend:
+    """The backend an export of `spec` would use now.
+
+    An "auto" choice probes CUDA by importing torch (seconds, and memory in a long-lived code server); the backend this
+    host chose for the last export is the same answer for free, so reuse it when both settings say "auto".
+    """
+    if last_backend and backends.backend == "auto" and spec.backend == "auto":
+        name = last_backend
+    else:
+        name = backends.backend_name(spec)
+    return get_backend(name, onnx_threads=backends.onnx_threads)
+
+
+def last_compiled_revision(instance: dg.DagsterInstance, storage: StorageResource, name: str) -> str | None:
+    """The revision of the model's latest source_model materialization (or, without one, its pointer)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey([name, "source_model"]))
+    materialization = event.asset_materialization if event else None
+    if materialization is not None and "revision" in materialization.metadata:
+        return str(materialization.metadata["revision"].value)
+    pointer = read_pointer_or_none(storage, "source_model", name)
+    return str(pointer["revision"]) if pointer and pointer.get("revision") else None
+
+
+def hub_revision(repo_id: str, revision: str, endpoint: str | None) -> str:
+    """The commit sha `revision` (a branch or tag) points at on the source Hub."""
+    from huggingface_hub import HfApi
+
+    # Sources come from HF_ENDPOINT, never from the publish endpoint; the token (if any) comes from HF_TOKEN.
+    info = HfApi(endpoint=endpoint, library_name="neuronforge").model_info(
+        repo_id, revision=revision, timeout=HUB_TIMEOUT_S
+    )
+    if not info.sha:
+        raise ValueError(f"{endpoint or 'the Hub'} returned no commit sha for {repo_id}@{revision}")
+    return info.sha
+
+
+def toolchain_changes(
+    recorded: Mapping[str, str | None], current: Mapping[str, str | None]
+) -> dict[str, tuple[str | None, str | None]]:
+    """Packages whose version differs between an export's manifest and this host: {package: (recorded, current)}."""
+    return {
+        name: (recorded.get(name), current.get(name))
+        for name in sorted(set(recorded) | set(current))
+        if recorded.get(name) != current.get(name)
+    }
+
+
+def describe_versions(changes: Mapping[str, tuple[str | None, str | None]]) -> str:
+    return ", ".join(f"{name} {old or 'absent'} → {new or 'absent'}" for name, (old, new) in changes.items())
+
+
+def spec_changes(spec: ModelSpec, manifest: Mapping[str, Any], backend: Backend) -> list[str]:
+    """How the loaded spec differs from the inputs its last export was compiled from ([] if it does not).
+
+    The manifest's compile key hashes the source, revision, backend, shapes, options and toolchain; recomputing it with
+    the spec's source/shapes/options but the manifest's own revision and toolchain isolates changes of models.yaml
+    (new toolchains are the toolchain sensor's, new commits the upstream sensor's).
+    """
+    source = manifest.get("source") or {}
+    changes = []
+    if source.get("id") != spec.source:
+        changes.append(f"source {source.get('id')} → {spec.source}")
+    if spec.revision and COMMIT_SHA.match(spec.revision) and spec.revision != source.get("revision"):
+        changes.append(f"revision {source.get('revision')} → {spec.revision}")
+    if manifest.get("backend") != backend.name:
+        changes.append(f"backend {manifest.get('backend')} → {backend.name}")
+    if dict(manifest.get("shapes") or {}) != spec.shapes:
+        old = ", ".join(f"{k}={v}" for k, v in (manifest.get("shapes") or {}).items())
+        changes.append(f"shapes {old} → " + ", ".join(f"{k}={v}" for k, v in spec.shapes.items()))
+    if not changes:
+        recomputed = compile_key(
+            model_id=spec.source,
+            revision=str(source.get("revision")),
+            backend=backend.name,
+            shapes=spec.shapes,
+            options=export_options(spec, backend),
+            toolchain=manifest.get("toolchain") or {},
+        )
+        if recomputed != manifest.get("compile_key"):
+            changes.append("export options (auto_cast, quantize, max_active_dims, tensor_parallel_size, ...)")
+    return changes
+
+
+def registry_drift(loaded: Registry, on_disk: Registry) -> str:
+    """What models.yaml on disk adds, changes or removes relative to the loaded definitions ('' when nothing)."""
+    loaded_by_name = {m.name: m for m in loaded.models}
+    disk_by_name = {m.name: m for m in on_disk.models}
+    parts = []
+    new = [n for n in disk_by_name if n not in loaded_by_name]
+    if new:
+        parts.append(f"new model(s) {', '.join(new)} (not assets until the code location is reloaded)")
+    changed = []
+    for name in loaded_by_name.keys() & disk_by_name.keys():
+        before, after = loaded_by_name[name].to_dict(), disk_by_name[name].to_dict()
+        fields = sorted(k for k in after if before.get(k) != after.get(k))
+        if fields:
+            changed.append(f"{name} ({', '.join(fields)})")
+    if changed:
+        parts.append("changed " + "; ".join(sorted(changed)))
+    removed = [n for n in loaded_by_name if n not in disk_by_name]
+    if removed:
+        parts.append(f"removed {', '.join(removed)}")
+    return ", ".join(parts)
+
+
+def corpus_stat_signature(source: Path) -> str:
+    """Names, sizes and mtimes of the corpus files: a change here is when hashing the files is worth it."""
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    entries = []
+    for path in files:
+        rel = path.name if path == source else path.relative_to(source).as_posix()
+        if any(part.startswith(".") for part in Path(rel).parts):
+            continue  # file_fingerprints ignores hidden files too
+        stat = path.stat()
+        entries.append((rel, stat.st_size, stat.st_mtime_ns))
+    return stable_hash(entries)
+
+
+def model_tags(trigger: str, spec: ModelSpec) -> dict[str, str]:
+    return {TRIGGER_TAG: trigger, MODEL_TAG: spec.name}
+
+
+# ----------------------------------------------------------------------------------------------------------- sensors
+
+
+def build_upstream_revision_sensor(registry: Registry) -> dg.SensorDefinition:
+    hub_models = [m for m in registry.models if not m.is_builtin]
+
+    @dg.sensor(
+        name="upstream_revision_sensor",
+        job=recompile_job(registry),
+        minimum_interval_seconds=300,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Recompiles a Hub-sourced model when its branch in models.yaml moves to a new commit on "
+        "HF_ENDPOINT (run_key = the new compile key). Cursor: {requested: {model: sha}}.",
+    )
+    def upstream_revision_sensor(
+        context: dg.SensorEvaluationContext, storage: StorageResource, backends: BackendResource
+    ) -> dg.SensorResult:
+        cursor = load_cursor(context)
+        requested: dict[str, str] = cursor.setdefault("requested", {})
+        endpoint = os.environ.get("HF_ENDPOINT") or None
+        run_requests: list[dg.RunRequest] = []
+        notes: list[str] = []
+        for spec in hub_models:
+            if not spec.revision or COMMIT_SHA.match(spec.revision):
+                continue  # pinned to a commit: it cannot move (models_yaml_sensor sees an edited pin)
+            compiled = last_compiled_revision(context.instance, storage, spec.name)
+            if compiled is None:
+                notes.append(f"{spec.name}: never materialized (models_yaml_sensor or a manual run builds it first)")
+                continue
+            try:
+                sha = hub_revision(spec.source_id, spec.revision, endpoint)
+            except (OSError, ValueError) as exc:  # requests/huggingface_hub errors are OSErrors
+                message = f"{spec.name}: cannot read {spec.source_id}@{spec.revision} from {endpoint or 'the Hub'}"
+                context.log.warning(f"{message}: {exc}")
+                notes.append(f"{message} ({type(exc).__name__}); will retry next tick")
+                continue
+            if sha == compiled:
+                requested.pop(spec.name, None)
+                continue
+            if requested.get(spec.name) == sha:
+                notes.append(f"{spec.name}: recompile at {sha[:12]} already requested")
+                continue
+            last_export = read_pointer_or_none(storage, "export", spec.name) or {}
+            key = export_key(spec, sha, sensor_backend(spec, backends, last_export.get("backend")))
+            context.log.info(
+                f"{spec.name}: {spec.source_id}@{spec.revision} moved {compiled[:12]} → {sha[:12]}; "
+                f"requesting a recompile (compile key {key})"
+            )
+            run_requests.append(
+                dg.RunRequest(
+                    run_key=key,
+                    asset_selection=recompile_keys(spec),
+                    tags={**model_tags("upstream_revision", spec), "neuronforge/revision": sha},
+                )
+            )
+            requested[spec.name] = sha
+        idle = (
+            "no Hub-sourced model in models.yaml" if not hub_models else "every Hub model is at its compiled revision"
+        )
+        return finish(run_requests, notes, cursor, idle)
+
+    return upstream_revision_sensor
+
+
+def build_toolchain_sensor(registry: Registry) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="toolchain_sensor",
+        job=recompile_job(registry),
+        minimum_interval_seconds=600,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Recompiles exported models when the installed compiler/runtime versions (neuronx-cc, "
+        "optimum-neuron, torch, onnxruntime, ...) differ from those in their manifests (run_key = the new compile "
+        "key). Cursor: {requested: {model: compile_key}}.",
+    )
+    def toolchain_sensor(
+        context: dg.SensorEvaluationContext, storage: StorageResource, backends: BackendResource
+    ) -> dg.SensorResult:
+        cursor = load_cursor(context)
+        requested: dict[str, str] = cursor.setdefault("requested", {})
+        run_requests: list[dg.RunRequest] = []
+        notes: list[str] = []
+        for spec in registry.models:
+            pointer = read_pointer_or_none(storage, "export", spec.name)
+            if pointer is None:
+                continue  # nothing compiled yet, so nothing compiled with an older toolchain
+            try:
+                manifest = read_manifest(Path(pointer["artifact_dir"]))
+                backend = sensor_backend(spec, backends, manifest.get("backend"))
+            except (ManifestError, ImportError, ValueError) as exc:
+                context.log.warning(f"{spec.name}: cannot compare toolchains: {exc}")
+                notes.append(f"{spec.name}: {exc}")
+                continue
+            changes = toolchain_changes(manifest.get("toolchain") or {}, backend.toolchain())
+            if not changes:
+                requested.pop(spec.name, None)
+                continue
+            key = export_key(spec, str(manifest["source"]["revision"]), backend)
+            if requested.get(spec.name) == key:
+                notes.append(f"{spec.name}: recompile {key} already requested")
+                continue
+            context.log.info(f"{spec.name}: toolchain changed ({describe_versions(changes)}); recompiling as {key}")
+            run_requests.append(
+                dg.RunRequest(
+                    run_key=key,
+                    # The source is unchanged: recompile from the resolved model already on disk.
+                    asset_selection=recompile_keys(spec, include_source=False),
+                    tags={**model_tags("toolchain", spec), "neuronforge/toolchain": describe_versions(changes)[:200]},
+                )
+            )
+            requested[spec.name] = key
+        return finish(run_requests, notes, cursor, "every export matches the installed toolchain")
+
+    return toolchain_sensor
+
+
+def build_models_yaml_sensor(registry: Registry) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="models_yaml_sensor",
+        job=recompile_job(registry),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Says when models.yaml differs from the loaded definitions (a new model needs a code-location "
+        "reload to become assets) and builds models whose loaded spec differs from their last export, or that were "
+        "never exported. Cursor: {requested: {model: run_key}}.",
+    )
+    def models_yaml_sensor(
+        context: dg.SensorEvaluationContext, storage: StorageResource, backends: BackendResource
+    ) -> dg.SensorResult:
+        cursor = load_cursor(context)
+        requested: dict[str, str] = cursor.setdefault("requested", {})
+        run_requests: list[dg.RunRequest] = []
+        notes: list[str] = []
+
+        # 1. The file against what this code location loaded: only a reload turns edits into (new) assets.
+        try:
+            on_disk = load_registry(registry.path, check_builtin_limits=False)
+        except RegistryError as exc:
+            message = (
+                f"models.yaml is invalid; the loaded definitions keep the previous version until it is fixed: {exc}"
+            )
+            context.log.warning(message)
+            notes.append(message)
+        else:
+            drift = registry_drift(registry, on_disk)
+            if drift:
+                message = f"{registry.path} differs from the loaded definitions: {drift}. To build them, {RELOAD_HINT}."
+                context.log.warning(message)
+                notes.append(message)
+
+        # 2. The loaded specs against their last exports: those are the runs this code location can launch.
+        for spec in registry.models:
+            pointer = read_pointer_or_none(storage, "export", spec.name)
+            if pointer is None:
+                key, reason = f"{spec.name}-first-build-{stable_hash(spec.to_dict())}", "never exported"
+            else:
+                try:
+                    manifest = read_manifest(Path(pointer["artifact_dir"]))
+                    backend = sensor_backend(spec, backends, manifest.get("backend"))
+                except (ManifestError, ImportError, ValueError) as exc:
+                    context.log.warning(f"{spec.name}: cannot compare with the last export: {exc}")
+                    notes.append(f"{spec.name}: {exc}")
+                    continue
+                changes = spec_changes(spec, manifest, backend)
+                if not changes:
+                    requested.pop(spec.name, None)
+                    continue
+                revision = spec.revision if spec.revision and COMMIT_SHA.match(spec.revision) else None
+                key = export_key(spec, revision or str(manifest["source"]["revision"]), backend)
+                reason = "; ".join(changes)
+            if requested.get(spec.name) == key:
+                notes.append(f"{spec.name}: build {key} already requested ({reason})")
+                continue
+            context.log.info(f"{spec.name}: {reason}; requesting a build (run_key {key})")
+            run_requests.append(
+                dg.RunRequest(
+                    run_key=key,
+                    asset_selection=recompile_keys(spec),
+                    tags={**model_tags("models_yaml", spec), "neuronforge/reason": reason[:200]},
+                )
+            )
+            requested[spec.name] = key
+        return finish(run_requests, notes, cursor, "every loaded model matches its last export")
+
+    return models_yaml_sensor
+
+
+def build_corpus_sensor(registry: Registry) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="corpus_sensor",
+        job=corpus_refresh_job(registry),
+        minimum_interval_seconds=120,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Refreshes corpus → embeddings / sparse index → retrieval_eval when files of the configured "
+        "corpus source are added, changed or removed (run_key = the new corpus fingerprint; embedding is incremental, "
+        "so only changed content is encoded). Cursor: {source, stat, requested}.",
+    )
+    def corpus_sensor(
+        context: dg.SensorEvaluationContext, storage: StorageResource, corpus: CorpusResource
+    ) -> dg.SensorResult:
+        from neuronforge.corpus import changed_files, corpus_fingerprint, file_fingerprints
+
+        cursor = load_cursor(context)
+        try:
+            source = corpus.source_path()
+        except FileNotFoundError as exc:
+            return dg.SensorResult(skip_reason=str(exc), cursor=dump_cursor(cursor))
+        if source is None:
+            return dg.SensorResult(
+                skip_reason="CorpusResource.source is unset: the built-in stdlib corpus changes only with the Python "
+                "installation. Set CorpusResource.source to a folder or file to watch it.",
+                cursor=dump_cursor(cursor),
+            )
+        # Hash the files only when a name, size or mtime changed: a tick must stay cheap on a large corpus.
+        signature = corpus_stat_signature(source)
+        if cursor.get("source") == str(source) and cursor.get("stat") == signature:
+            return dg.SensorResult(skip_reason=f"no file of {source} changed", cursor=dump_cursor(cursor))
+        cursor.update(source=str(source), stat=signature)
+
+        fingerprints = file_fingerprints(source)
+        fingerprint = corpus_fingerprint(fingerprints=fingerprints)
+        pointer = read_pointer_or_none(storage, "corpus", "default") or {}
+        # A build from another source (CorpusResource.source was changed) counts as nothing built.
+        built = (pointer.get("files") or {}) if pointer.get("path") == str(source) else {}
+        diff = changed_files(built, fingerprints)
+        if not any(diff.values()):
+            return dg.SensorResult(skip_reason=f"{source} matches the last corpus build", cursor=dump_cursor(cursor))
+        if cursor.get("requested") == fingerprint:
+            return dg.SensorResult(skip_reason=f"refresh {fingerprint} already requested", cursor=dump_cursor(cursor))
+        keys, not_exported = corpus_refresh_keys(registry, storage)
+        summary = ", ".join(f"{len(v)} {k}" for k, v in diff.items() if v)
+        context.log.info(
+            f"{source}: {summary} file(s); requesting {', '.join(k.to_user_string() for k in keys)} "
+            f"(fingerprint {fingerprint})"
+            + (f"; left out (not exported yet): {', '.join(not_exported)}" if not_exported else "")
+        )
+        cursor["requested"] = fingerprint
+        request = dg.RunRequest(
+            run_key=fingerprint,
+            asset_selection=keys,
+            tags={TRIGGER_TAG: "corpus", "neuronforge/corpus_changes": summary},
+        )
+        return dg.SensorResult(run_requests=[request], cursor=dump_cursor(cursor))
+
+    return corpus_sensor
+
+
+def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    # Dagster's implicit default_automation_condition_sensor starts stopped; this one replaces it and runs, so eager
+    # stages (publish, embeddings, sparse index, evaluations) follow a new export once its blocking checks pass.
+    return dg.AutomationConditionSensorDefinition(
+        "default_automation_sensor",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Declarative automation: stages downstream of export run when it updates and its blocking checks "
+        "have passed.",
+    )
+
+
+def build_sensors(registry: Registry) -> list[dg.SensorDefinition]:
+    """Every sensor of the code location."""
+    return [
+        build_upstream_revision_sensor(registry),
+        build_toolchain_sensor(registry),
+        build_models_yaml_sensor(registry),
+        build_corpus_sensor(registry),
+        build_automation_sensor(),
+    ]

