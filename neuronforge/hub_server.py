@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from neuronforge.artifacts import write_json_atomic
+from neuronforge.artifacts import write_bytes_atomic, write_json_atomic
 
 SERVER_NAME = "neuronforge-hub"
 STATE_FILE = "server.json"
@@ -414,19 +414,7 @@ class HubStore:
         sha256 = hashlib.sha256(data).hexdigest()
         if not self.has_blob(repo_id, sha256, len(data)):
             self._fault("blob")
-            path = self._blob_path(repo_id, sha256)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix="blob-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            write_bytes_atomic(self._blob_path(repo_id, sha256), data)
         return sha256
 
     def put_blob_stream(self, repo_id: str, chunks: Iterator[bytes], *, sha256: str, size: int) -> None:
