@@ -35,12 +35,12 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 # Everything CI runs: lint, definitions validation, unit + slow + end-to-end + UI tests.
-test: lint
+test: lint $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 	$(PY) -m pytest -q -rs
 
 # The quick loop while developing: no whole-pipeline or browser tests.
-test-fast: setup
+test-fast: setup $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m pytest -q -m "not slow and not ui"
 
 ui: setup $(DAGSTER_HOME)/dagster.yaml
