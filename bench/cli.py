@@ -67,14 +67,20 @@ def section_runners(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Ca
     }
 
 
-def machine() -> dict[str, Any]:
+def load_average() -> tuple[float, ...] | None:
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
+
+
+def machine(load_at_start: tuple[float, ...] | None) -> dict[str, Any]:
     from resources.backends import toolchain_versions
 
+    # Other processes' load is the main source of noise on a shared machine: keep it next to the figures.
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": load_average(),
         "toolchain": toolchain_versions(),
     }
 
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = BenchContext(args.out, args.cache or default_cache_dir(), sizes)
     wanted = [s for s in (args.only or SECTIONS) if s not in args.skip]
     started = time.perf_counter()
+    load_at_start = load_average()
     rows: list[Row] = []
     sections: dict[str, Any] = {}
     for name, run in section_runners(ctx, args).items():
@@ -108,10 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         if row.profile:
             print(f"\n--- profile: {row.section} / {row.name} (missed {row.target_text}) ---\n{row.profile}")
-    print(
-        f"\ntotal bench wall time {total:.0f}s ({'quick' if args.quick else 'default'} sizes); setup outside the timed"
-    )
-    print("regions: " + ", ".join(f"{k} {v:.0f}s" for k, v in ctx.setup_seconds.items()))
+    load = f"{load_at_start[0]:.1f}" if load_at_start else "?"
+    print(f"\ntotal bench wall time {total:.0f}s ({'quick' if args.quick else 'default'} sizes, load average {load})")
+    print("untimed setup: " + ", ".join(f"{k} {v:.0f}s" for k, v in ctx.setup_seconds.items()))
 
     args.out.mkdir(parents=True, exist_ok=True)
     charts = [ratios_chart(args.out / "ratios.png", rows)]
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": dataclasses.asdict(sizes),
             "total_seconds": round(total, 1),
             "setup_seconds": {k: round(v, 1) for k, v in ctx.setup_seconds.items()},
-            "machine": machine(),
+            "machine": machine(load_at_start),
             "sections": sections,
             "charts": [str(c) for c in charts if c],
         },

@@ -29,8 +29,8 @@ CHAT_MODEL = "smollm2_135m_instruct"
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much work each section does. `default` fits the 10-minute budget on a 2-core machine; `quick` is a smoke
-    run of about half that. Document counts are deterministic samples of the built-in corpus (~1.2k documents,
+    """How much work each section does. `default` takes ~6 min on an idle 2-core machine with warm caches and stays
+    under 10 min on a first run (exports, GGUF conversion) with other test runs competing; `quick` is a smoke run. Document counts are deterministic samples of the built-in corpus (~1.2k documents,
     ~2.2k chunks of <= 128 tokens); None means all of it."""
 
     encode_rounds: int
@@ -52,10 +52,10 @@ DEFAULT = Sizes(
     search_docs=600,
     search_queries=300,
     chat_rounds=3,
-    chat_new_tokens=48,
-    scaling_base_docs=24,
+    chat_new_tokens=32,
+    scaling_base_docs=20,
     scaling_multiples=(1, 4, 16),
-    pipeline_docs=150,
+    pipeline_docs=100,
 )
 QUICK = Sizes(
     encode_rounds=3,
@@ -64,7 +64,7 @@ QUICK = Sizes(
     search_docs=200,
     search_queries=100,
     chat_rounds=2,
-    chat_new_tokens=32,
+    chat_new_tokens=24,
     scaling_base_docs=12,
     scaling_multiples=(1, 4, 16),
     pipeline_docs=40,
