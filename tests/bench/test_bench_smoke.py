@@ -90,7 +90,10 @@ def test_table_json_and_charts(tmp_path):
 
     chart = ratios_chart(tmp_path / "out" / "ratios.png", rows())
     assert chart is not None and chart.read_bytes().startswith(PNG_MAGIC)
-    points = [{"multiple": m, "stage_s": 1.0 * m, "peak_rss_mb": 500.0 + m, "chunks": 10 * m} for m in (1, 4, 16)]
+    points = [
+        {"multiple": m, "stage_s": 1.0 * m, "stage_cpu_s": 1.5 * m, "peak_rss_mb": 500.0 + m, "chunks": 10 * m}
+        for m in (1, 4, 16)
+    ]
     scaling = scaling_chart(tmp_path / "out" / "scaling.png", points)
     assert scaling is not None and scaling.read_bytes().startswith(PNG_MAGIC)
     assert ratios_chart(tmp_path / "empty.png", [rows()[-1]]) is None
