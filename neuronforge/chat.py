@@ -23,6 +23,7 @@ import yaml
 
 from neuronforge.artifacts import write_json_atomic
 from neuronforge.paths import REPO_ROOT
+from neuronforge.shapes import StaticShapeError
 
 DEFAULT_SUITE = REPO_ROOT / "evals" / "chat_prompts.yaml"
 DEFAULT_MAX_NEW_TOKENS = 48
@@ -48,10 +49,6 @@ class PromptError(ChatError):
 
 class PromptTooLongError(PromptError):
     """Even the newest message alone does not fit the token budget."""
-
-
-class StaticShapeError(ChatError):
-    """A request exceeds the static shapes the model was exported with (sequence_length, batch_size)."""
 
 
 # --------------------------------------------------------------------------------------------------- prompt suite
@@ -826,7 +823,7 @@ def run_conversation(
         try:
             budget = budget_for(sequence_length, turn.max_new_tokens)
             prompt = build_prompt(tokenizer, history, budget, system=conversation.system)
-        except ChatError as exc:
+        except (ChatError, StaticShapeError) as exc:
             results.append(TurnResult(index, turn.user, None, failures=[str(exc)]))
             break
         generation = generate(

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from neuronforge.registry import ModelSpec
+from neuronforge.shapes import StaticShapeError
 from neuronforge.sources import ResolvedModel
 
 TOOLCHAIN_PACKAGES = (
@@ -40,10 +41,6 @@ SIDE_FILES = (
     "generation_config.json",
     "chat_template.jinja",
 )
-
-
-class StaticShapeError(ValueError):
-    """An input is larger than the static shapes the artifact was compiled for."""
 
 
 def package_version(name: str) -> str | None:
