@@ -182,19 +182,6 @@ def registry_drift(loaded: Registry, on_disk: Registry) -> str:
     return ", ".join(parts)
 
 
-def corpus_stat_signature(source: Path) -> str:
-    """Names, sizes and mtimes of the corpus files: a change here is when hashing the files is worth it."""
-    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
-    entries = []
-    for path in files:
-        rel = path.name if path == source else path.relative_to(source).as_posix()
-        if any(part.startswith(".") for part in Path(rel).parts):
-            continue  # file_fingerprints ignores hidden files too
-        stat = path.stat()
-        entries.append((rel, stat.st_size, stat.st_mtime_ns))
-    return stable_hash(entries)
-
-
 def model_tags(trigger: str, spec: ModelSpec) -> dict[str, str]:
     return {TRIGGER_TAG: trigger, MODEL_TAG: spec.name}
 
@@ -398,7 +385,7 @@ def build_corpus_sensor(registry: Registry) -> dg.SensorDefinition:
     def corpus_sensor(
         context: dg.SensorEvaluationContext, storage: StorageResource, corpus: CorpusResource
     ) -> dg.SensorResult:
-        from neuronforge.corpus import changed_files, corpus_fingerprint, file_fingerprints
+        from neuronforge.corpus import changed_files, corpus_fingerprint, corpus_stat_signature, file_fingerprints
 
         cursor = load_cursor(context)
         try:

@@ -370,6 +370,35 @@ def test_corpus_sensor_requests_a_refresh_when_a_file_is_added(
     assert requests == []
 
 
+def test_corpus_sensor_ignores_files_the_corpus_stages_do_not_read(
+    registry: Registry, storage: StorageResource, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """Notes or a README beside a BEIR corpus.jsonl are read by no stage: editing them must not refresh the corpus."""
+    source = tmp_path / "beir"
+    source.mkdir()
+    (source / "corpus.jsonl").write_text('{"_id": "d1", "text": "Inverted indexes map terms to documents."}\n')
+    built = file_fingerprints(source)
+    storage.write_pointer(
+        "corpus",
+        "default",
+        {"path": str(source.resolve()), "fingerprint": corpus_fingerprint(fingerprints=built), "files": built},
+    )
+    write_export(storage, registry.get("tiny_hub"), "a" * 40)
+    defs = build_definitions(registry)
+    resources = {"storage": storage, "corpus": CorpusResource(source=str(source))}
+    requests, _, cursor = tick(defs, "corpus_sensor", instance, None, resources)
+    assert requests == []
+
+    (source / "README.md").write_text("# My corpus\n")
+    (source / "notes.csv").write_text("who,what\n")
+    requests, skip, cursor = tick(defs, "corpus_sensor", instance, cursor, resources)
+    assert requests == [] and "no file of" in (skip or "")
+
+    (source / "corpus.jsonl").write_text('{"_id": "d1", "text": "Inverted indexes map each term to documents."}\n')
+    requests, _, _ = tick(defs, "corpus_sensor", instance, cursor, resources)
+    assert len(requests) == 1 and requests[0].tags["neuronforge/corpus_changes"] == "1 changed"
+
+
 def test_corpus_sensor_leaves_out_models_that_are_not_exported(
     registry: Registry, storage: StorageResource, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
