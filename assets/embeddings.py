@@ -51,8 +51,7 @@ def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     ):
         import numpy as np
 
-        from neuronforge.corpus import iter_documents
-        from neuronforge.shards import dense_matrix, dense_table, encode_shards, plan_shards, read_shards
+        from neuronforge.shards import dense_matrix, dense_table, encode_shards, read_shards
         from resources.backends import load_encoder
 
         artifact_dir, manifest = current_artifact(storage, spec.name)
@@ -61,13 +60,7 @@ def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         holder = f"{spec.name}/corpus_embeddings run {context.run_id[:8]}"
         with neuron.lease(cores_needed(spec, manifest), holder=holder, log=context.log) as lease:
             encoder = load_encoder(artifact_dir)
-            shards = plan_shards(
-                iter_documents(source, corpus.policy()),
-                encoder.tokenizer,
-                encoder.sequence_length,
-                corpus.chunk_overlap,
-                corpus.shard_chunks,
-            )
+            shards = corpus.plan_shards(source, encoder.tokenizer, encoder.sequence_length)
             run = encode_shards(
                 shards,
                 out_dir,

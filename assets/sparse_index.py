@@ -32,8 +32,7 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         corpus: CorpusResource,
         neuron: NeuronResource,
     ):
-        from neuronforge.corpus import iter_documents
-        from neuronforge.shards import encode_shards, plan_shards, read_shards, sparse_matrix, sparse_table
+        from neuronforge.shards import encode_shards, read_shards, sparse_matrix, sparse_table
         from neuronforge.sparse_index import SparseIndex, sparsity_stats, to_csr, top_tokens
         from resources.backends import load_encoder
 
@@ -49,13 +48,7 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 activations = encoder.encode([c.input_text for c in chunks], truncate=False)
                 return sparse_table(chunks, to_csr(activations, encoder.max_active_dims))
 
-            shards = plan_shards(
-                iter_documents(source, corpus.policy()),
-                encoder.tokenizer,
-                encoder.sequence_length,
-                corpus.chunk_overlap,
-                corpus.shard_chunks,
-            )
+            shards = corpus.plan_shards(source, encoder.tokenizer, encoder.sequence_length)
             run = encode_shards(shards, shard_dir, manifest["compile_key"], encode, context.log)
 
         started = time.perf_counter()

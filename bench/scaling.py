@@ -48,8 +48,7 @@ def write_repeated_corpus(documents: list, multiple: int, path: Path) -> None:
 
 def worker(corpus: Path, artifact_dir: Path, out_dir: Path) -> dict[str, Any]:
     """What the corpus_embeddings asset does, minus Dagster: stream, chunk, encode and write shards."""
-    from neuronforge.corpus import iter_documents
-    from neuronforge.shards import dense_table, encode_shards, plan_shards
+    from neuronforge.shards import dense_table, encode_shards
     from resources.backends import load_encoder
     from resources.corpus import CorpusResource
 
@@ -59,13 +58,7 @@ def worker(corpus: Path, artifact_dir: Path, out_dir: Path) -> dict[str, Any]:
     encoder.encode(["warm-up " * n for n in (4, 20, 60, 120)])
     loaded_kib = vm_kib("VmRSS")
     started, cpu_started = time.perf_counter(), time.process_time()
-    shards = plan_shards(
-        iter_documents(corpus, settings.policy()),
-        encoder.tokenizer,
-        encoder.sequence_length,
-        settings.chunk_overlap,
-        settings.shard_chunks,
-    )
+    shards = settings.plan_shards(corpus, encoder.tokenizer, encoder.sequence_length)
     run = encode_shards(
         shards,
         out_dir,

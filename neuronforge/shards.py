@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neuronforge.artifacts import stable_hash, write_bytes_atomic, write_json_atomic
-from neuronforge.corpus import Chunk, Document, chunk_document, content_budget
+from neuronforge.corpus.chunking import Chunk, chunk_document, content_budget
+from neuronforge.corpus.readers import BadInputPolicy, Document, iter_documents
 
 SHARD_LIST = "shards.json"
 
@@ -70,6 +71,19 @@ def plan_shards(
         current.chunks.extend(chunk_document(doc, tokenizer, budget, overlap))
     if current is not None and current.chunks:
         yield current
+
+
+def plan_corpus_shards(
+    source: Path,
+    policy: BadInputPolicy | None,
+    tokenizer: Any,
+    sequence_length: int,
+    overlap: int,
+    shard_chunks: int,
+) -> Iterator[Shard]:
+    """The shards of a corpus source: its documents streamed (bad records skipped or failing per `policy`) through
+    `plan_shards`. What corpus_embeddings, sparse_index and the scaling bench all encode."""
+    return plan_shards(iter_documents(source, policy), tokenizer, sequence_length, overlap, shard_chunks)
 
 
 def _base_columns(chunks: list[Chunk]) -> dict[str, pa.Array]:

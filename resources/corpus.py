@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -38,3 +39,12 @@ class CorpusResource(dg.ConfigurableResource):
         from neuronforge.corpus import BadInputPolicy
 
         return BadInputPolicy(mode=self.bad_input, max_doc_bytes=self.max_doc_bytes)  # type: ignore[arg-type]
+
+    def plan_shards(self, source: Path, tokenizer: Any, sequence_length: int):
+        """The embedding shards of `source` for an encoder's tokenizer and sequence length, read with this resource's
+        bad-input policy and cut with its chunk_overlap and shard_chunks (neuronforge.shards.plan_corpus_shards)."""
+        from neuronforge.shards import plan_corpus_shards
+
+        return plan_corpus_shards(
+            source, self.policy(), tokenizer, sequence_length, self.chunk_overlap, self.shard_chunks
+        )

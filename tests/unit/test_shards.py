@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from neuronforge.corpus import iter_documents
+from neuronforge.corpus import BadInputPolicy, CorpusError, iter_documents
 from neuronforge.shards import (
     SHARD_LIST,
     dense_matrix,
     dense_table,
     encode_shards,
+    plan_corpus_shards,
     plan_shards,
     read_shards,
     sparse_matrix,
@@ -107,3 +108,18 @@ def test_tables_round_trip(tmp_path, tokenizer):
     back = sparse_matrix(sparse_table(chunks, matrix), 50)
     assert (back != matrix).nnz == 0
     back.sort_indices()  # writable: scipy's in-place methods work on what the reader returns
+
+
+def test_plan_corpus_shards_streams_the_source_with_its_policy(tmp_path, tokenizer):
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, {"a.jsonl": 12, "b.jsonl": 3})
+    planned = list(plan_corpus_shards(corpus, None, tokenizer, 64, 8, 10))
+    expected = list(plan_shards(iter_documents(corpus), tokenizer, 64, 8, shard_chunks=10))
+    assert planned == expected and {s.source for s in planned} == {"a.jsonl", "b.jsonl"}
+
+    with open(corpus / "b.jsonl", "a") as fh:
+        fh.write('\n{"_id": "broken", ')
+    skipped = list(plan_corpus_shards(corpus, BadInputPolicy(mode="skip"), tokenizer, 64, 8, 10))
+    assert skipped == expected
+    with pytest.raises(CorpusError, match="malformed_json"):
+        list(plan_corpus_shards(corpus, BadInputPolicy(mode="fail"), tokenizer, 64, 8, 10))
