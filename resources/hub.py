@@ -176,7 +176,7 @@ class HubResource(dg.ConfigurableResource):
         """The configured endpoint, or the embedded hub's URL (starting it if it is not running)."""
         if self.endpoint:
             return self.endpoint
-        from neuronforge.hub_server import ensure_running
+        from neuronforge.hub.daemon import ensure_running
 
         return ensure_running(paths.subdir(HUB_SUBDIR))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from neuronforge.hub_server import HubServer
+from neuronforge.hub import HubServer
 
 
 @pytest.fixture(scope="module")

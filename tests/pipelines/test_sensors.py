@@ -19,7 +19,7 @@ from huggingface_hub import HfApi
 from assets.export import export_key
 from neuronforge.builtins import builtin_revision
 from neuronforge.corpus import corpus_fingerprint, file_fingerprints
-from neuronforge.hub_server import HubServer
+from neuronforge.hub import HubServer
 from neuronforge.registry import ModelSpec, Registry, load_registry
 from pipelines.definitions import build_definitions
 from pipelines.sensors import registry_drift, spec_changes, toolchain_changes

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hub_testing import FaultyHubServer
 from huggingface_hub import HfApi, ModelCard, constants, file_download, snapshot_download
-from huggingface_hub.utils import reset_sessions
 
 from neuronforge.artifacts import MANIFEST, ManifestError, write_manifest
-from neuronforge.hub_server import HubServer
 from neuronforge.model_card import card_metadata, render_model_card, usage_snippet
 from resources.hub import HubAuthError, HubResource, HubUnavailableError, PublishResult, clean_repo_name
 
@@ -24,24 +23,15 @@ TOKEN = "hf_publish-test-token-91c2"
 REPO = "neuronforge/all_minilm_l6_v2-onnx-bs32-sl128"
 
 
-@pytest.fixture(autouse=True)
-def _online(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # HF_HUB_OFFLINE=1 would block loopback too; these tests never leave 127.0.0.1.
-    if constants.HF_HUB_OFFLINE:
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        reset_sessions()
-    yield
-    reset_sessions()
-
-
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubServer]:
-    with HubServer(tmp_path / "hub", token=TOKEN) as srv:
+def hub(tmp_path: Path) -> Iterator[FaultyHubServer]:
+    # A hub these tests can make fail (fail_next, store.fault_hook) and whose request log they read.
+    with FaultyHubServer(tmp_path / "hub", token=TOKEN) as srv:
         yield srv
 
 
 @pytest.fixture
-def resource(hub: HubServer) -> HubResource:
+def resource(hub: FaultyHubServer) -> HubResource:
     return HubResource(endpoint=hub.url, token=TOKEN, max_retries=3, backoff_s=0.01)
 
 
@@ -82,15 +72,15 @@ def make_artifact(
     return folder
 
 
-def commit_ids(hub: HubServer) -> list[str]:
+def commit_ids(hub: FaultyHubServer) -> list[str]:
     return [c.commit_id for c in HfApi(endpoint=hub.url, token=TOKEN).list_repo_commits(REPO)]
 
 
-def tags(hub: HubServer) -> dict[str, str]:
+def tags(hub: FaultyHubServer) -> dict[str, str]:
     return {r.name: r.target_commit for r in HfApi(endpoint=hub.url, token=TOKEN).list_repo_refs(REPO).tags}
 
 
-def test_publish_then_download_is_byte_identical(hub: HubServer, resource: HubResource, tmp_path: Path) -> None:
+def test_publish_then_download_is_byte_identical(hub: FaultyHubServer, resource: HubResource, tmp_path: Path) -> None:
     art = make_artifact(tmp_path / "art")
     result = resource.publish(art, model_name="all-MiniLM-L6-v2", log=logging.getLogger("test"))
     assert isinstance(result, PublishResult)
@@ -121,7 +111,7 @@ def test_publish_then_download_is_byte_identical(hub: HubServer, resource: HubRe
     assert sorted(os.listdir(local)) == sorted([*os.listdir(art), "README.md", ".gitattributes"])
 
 
-def test_republish_makes_no_commit(hub: HubServer, resource: HubResource, tmp_path: Path) -> None:
+def test_republish_makes_no_commit(hub: FaultyHubServer, resource: HubResource, tmp_path: Path) -> None:
     art = make_artifact(tmp_path / "art")
     first = resource.publish(art, model_name="m")
     before = commit_ids(hub)
@@ -134,7 +124,9 @@ def test_republish_makes_no_commit(hub: HubServer, resource: HubResource, tmp_pa
     assert commit_ids(hub) == before
 
 
-def test_new_compile_key_is_one_commit_and_a_new_tag(hub: HubServer, resource: HubResource, tmp_path: Path) -> None:
+def test_new_compile_key_is_one_commit_and_a_new_tag(
+    hub: FaultyHubServer, resource: HubResource, tmp_path: Path
+) -> None:
     weights = os.urandom(1 << 20)
     old = resource.publish(
         make_artifact(tmp_path / "a", extra={"extra/old.json": b"{}"}, weights=weights), model_name="m"
@@ -159,7 +151,7 @@ def test_new_compile_key_is_one_commit_and_a_new_tag(hub: HubServer, resource: H
 
 
 def test_model_card_loads_with_metadata(
-    hub: HubServer, resource: HubResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hub: FaultyHubServer, resource: HubResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     resource.publish(make_artifact(tmp_path / "art"), model_name="all-MiniLM-L6-v2")
     # ModelCard.load takes no endpoint: point huggingface_hub's import-time defaults at the loopback hub.
@@ -182,7 +174,7 @@ def test_model_card_loads_with_metadata(
     assert HfApi(endpoint=hub.url, token=TOKEN).model_info(REPO).card_data.base_model == card.data.base_model
 
 
-def test_wrong_token_gives_a_clear_error_without_the_token(hub: HubServer, tmp_path: Path) -> None:
+def test_wrong_token_gives_a_clear_error_without_the_token(hub: FaultyHubServer, tmp_path: Path) -> None:
     secret = "hf_wrong-token-do-not-print"
     bad = HubResource(endpoint=hub.url, token=secret, backoff_s=0.01)
     with pytest.raises(HubAuthError) as info:
@@ -200,7 +192,7 @@ def test_wrong_token_gives_a_clear_error_without_the_token(hub: HubServer, tmp_p
         assert HubResource(endpoint=hub.url, backoff_s=0.01).publish(tmp_path / "art", model_name="m").created_commit
 
 
-def test_transient_500s_are_retried(hub: HubServer, resource: HubResource, tmp_path: Path) -> None:
+def test_transient_500s_are_retried(hub: FaultyHubServer, resource: HubResource, tmp_path: Path) -> None:
     hub.fail_next(2, status=500, path_prefix=f"/api/models/{REPO}/commit/")
     result = resource.publish(make_artifact(tmp_path / "art"), model_name="m")
     assert hub.failures_served == 2
@@ -208,7 +200,7 @@ def test_transient_500s_are_retried(hub: HubServer, resource: HubResource, tmp_p
     assert len(commit_ids(hub)) == 2  # initial commit + exactly one publish commit
 
 
-def test_persistent_failure_gives_a_clear_error_after_max_retries(hub: HubServer, tmp_path: Path) -> None:
+def test_persistent_failure_gives_a_clear_error_after_max_retries(hub: FaultyHubServer, tmp_path: Path) -> None:
     flaky = HubResource(endpoint=hub.url, token=TOKEN, max_retries=2, backoff_s=0.01)
     hub.fail_next(1000, status=503, path_prefix="/api/")
     with pytest.raises(HubUnavailableError) as info:
@@ -219,7 +211,7 @@ def test_persistent_failure_gives_a_clear_error_after_max_retries(hub: HubServer
 
 
 def test_crash_mid_commit_leaves_previous_revision_and_tags(
-    hub: HubServer, resource: HubResource, tmp_path: Path
+    hub: FaultyHubServer, resource: HubResource, tmp_path: Path
 ) -> None:
     old = resource.publish(make_artifact(tmp_path / "a"), model_name="m")
     before = commit_ids(hub)
@@ -242,7 +234,7 @@ def test_crash_mid_commit_leaves_previous_revision_and_tags(
 
 
 def test_failure_between_commit_and_tag_recovers_without_a_second_commit(
-    hub: HubServer, resource: HubResource, tmp_path: Path
+    hub: FaultyHubServer, resource: HubResource, tmp_path: Path
 ) -> None:
     art = make_artifact(tmp_path / "art")
     hub.fail_next(1000, status=502, path_prefix=f"/api/models/{REPO}/tag/")
@@ -256,7 +248,9 @@ def test_failure_between_commit_and_tag_recovers_without_a_second_commit(
     assert tags(hub) == {result.tag: before[0]}
 
 
-def test_same_compile_key_with_new_bytes_moves_the_tag(hub: HubServer, resource: HubResource, tmp_path: Path) -> None:
+def test_same_compile_key_with_new_bytes_moves_the_tag(
+    hub: FaultyHubServer, resource: HubResource, tmp_path: Path
+) -> None:
     first = resource.publish(make_artifact(tmp_path / "a"), model_name="m")
     # A non-deterministic export: same compile key, other weights. The tag follows the newest upload.
     second = resource.publish(make_artifact(tmp_path / "b"), model_name="m")
@@ -303,7 +297,7 @@ def test_repo_ids_and_config_validation(tmp_path: Path, monkeypatch: pytest.Monk
     # No endpoint → the embedded loopback hub under the data dir.
     monkeypatch.setenv("NEURONFORGE_HOME", str(tmp_path / "home"))
     seen: list[Path] = []
-    monkeypatch.setattr("neuronforge.hub_server.ensure_running", lambda d: seen.append(d) or "http://127.0.0.1:9")
+    monkeypatch.setattr("neuronforge.hub.daemon.ensure_running", lambda d: seen.append(d) or "http://127.0.0.1:9")
     assert HubResource().endpoint_url() == "http://127.0.0.1:9" and seen == [tmp_path / "home" / "hub"]
 
 
