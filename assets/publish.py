@@ -5,9 +5,24 @@ from pathlib import Path
 import dagster as dg
 
 from assets.common import after_upstream_passes
+from neuronforge.publish import PublishResult
 from neuronforge.registry import ModelSpec
 from resources.hub import HubResource
 from resources.storage import StorageResource
+
+
+def publish_metadata(result: PublishResult) -> dict[str, object]:
+    """The publish asset's metadata, what the UI shows first (never includes credentials)."""
+    return {
+        "repo_url": dg.MetadataValue.url(result.repo_url),
+        "repo_id": result.repo_id,
+        "commit_sha": result.commit_sha,
+        "tag": result.tag,
+        "new_commit": result.created_commit,
+        "files_uploaded": len(result.files_uploaded),
+        "files_skipped": len(result.files_skipped),
+        "bytes_uploaded": result.bytes_uploaded,
+    }
 
 
 def build_publish_asset(spec: ModelSpec) -> dg.AssetsDefinition:
@@ -34,18 +49,6 @@ def build_publish_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             spec.name,
             {"repo_id": result.repo_id, "commit_sha": result.commit_sha, "tag": result.tag, "url": result.repo_url},
         )
-        return dg.MaterializeResult(
-            metadata={
-                "repo_url": dg.MetadataValue.url(result.repo_url),
-                "repo_id": result.repo_id,
-                "commit_sha": result.commit_sha,
-                "tag": result.tag,
-                "new_commit": result.created_commit,
-                "files_uploaded": len(result.files_uploaded),
-                "files_skipped": len(result.files_skipped),
-                "bytes_uploaded": result.bytes_uploaded,
-            },
-            data_version=dg.DataVersion(result.commit_sha),
-        )
+        return dg.MaterializeResult(metadata=publish_metadata(result), data_version=dg.DataVersion(result.commit_sha))
 
     return publish

@@ -1,4 +1,5 @@
-"""HubResource.publish against a real loopback HubServer: round trip, idempotency, tags, auth, retries, crashes."""
+"""HubResource.publish (neuronforge.publish underneath) against a real loopback hub: round trip, idempotency, tags,
+auth, retries, crashes."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import pytest
 from hub_testing import FaultyHubServer
 from huggingface_hub import HfApi, ModelCard, constants, file_download, snapshot_download
 
+from assets.publish import publish_metadata
 from neuronforge.artifacts import MANIFEST, ManifestError, write_manifest
 from neuronforge.model_card import card_metadata, render_model_card, usage_snippet
-from resources.hub import HubAuthError, HubResource, HubUnavailableError, PublishResult, clean_repo_name
+from neuronforge.publish import HubAuthError, HubUnavailableError, PublishResult, clean_repo_name
+from resources.hub import HubResource
 
 TOKEN = "hf_publish-test-token-91c2"
 REPO = "neuronforge/all_minilm_l6_v2-onnx-bs32-sl128"
@@ -98,7 +101,7 @@ def test_publish_then_download_is_byte_identical(hub: FaultyHubServer, resource:
     assert tags(hub) == {result.tag: result.commit_sha}
     assert resource.current_revision(REPO) == result.commit_sha
     assert resource.current_revision(REPO, result.tag) == result.commit_sha
-    meta = result.metadata()
+    meta = publish_metadata(result)
     assert meta["tag"] == result.tag and meta["files_uploaded"] == 6 and TOKEN not in repr(meta)
 
     tree = {f.path: f for f in HfApi(endpoint=hub.url, token=TOKEN).list_repo_tree(REPO, recursive=True)}
