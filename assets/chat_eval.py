@@ -66,7 +66,7 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
 
         from neuronforge import chat
         from neuronforge.artifacts import verify_manifest
-        from resources.backends import get_backend
+        from neuronforge.backends import get_backend
 
         artifact_dir, manifest = current_artifact(storage, spec.name)
         verify_manifest(artifact_dir)

@@ -51,8 +51,8 @@ def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     ):
         import numpy as np
 
+        from neuronforge.backends import load_encoder
         from neuronforge.shards import dense_matrix, dense_table, encode_shards, read_shards
-        from resources.backends import load_encoder
 
         artifact_dir, manifest = current_artifact(storage, spec.name)
         source = Path(storage.read_pointer("corpus", "default")["path"])

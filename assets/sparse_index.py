@@ -32,9 +32,9 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         corpus: CorpusResource,
         neuron: NeuronResource,
     ):
+        from neuronforge.backends import load_encoder
         from neuronforge.shards import encode_shards, read_shards, sparse_matrix, sparse_table
         from neuronforge.sparse_index import SparseIndex, sparsity_stats, to_csr, top_tokens
-        from resources.backends import load_encoder
 
         artifact_dir, manifest = current_artifact(storage, spec.name)
         vocab = int(manifest["dimension"])

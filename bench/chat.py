@@ -38,7 +38,7 @@ def chat_rows(ctx: BenchContext) -> tuple[list[Row], dict[str, Any]]:
 
     from neuronforge import chat
     from neuronforge.artifacts import read_manifest
-    from resources.backends import get_backend
+    from neuronforge.backends import get_backend
 
     artifact_dir = ctx.artifact(CHAT_MODEL)
     manifest = read_manifest(artifact_dir)

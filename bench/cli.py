@@ -72,7 +72,7 @@ def load_average() -> tuple[float, ...] | None:
 
 
 def machine(load_at_start: tuple[float, ...] | None) -> dict[str, Any]:
-    from resources.backends import toolchain_versions
+    from neuronforge.backends import toolchain_versions
 
     # Other processes' load is the main source of noise on a shared machine: keep it next to the figures.
     return {

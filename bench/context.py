@@ -135,9 +135,9 @@ class BenchContext:
 
     def artifact(self, name: str, *, quantize: str = "none", backend: str | None = None) -> Path:
         """Export (or reuse) the model's artifact with the pipeline's own export_artifact, into the bench cache."""
-        from assets.export import export_artifact
+        from neuronforge.backends import get_backend
+        from neuronforge.export import export_artifact
         from neuronforge.sources import resolve
-        from resources.backends import get_backend
 
         spec = self.spec(name, quantize=quantize)
         backend = backend or ("torch" if spec.kind == "chat" else "onnx")

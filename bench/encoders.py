@@ -13,6 +13,7 @@ import numpy as np
 
 from bench.context import DENSE_MODEL, SPARSE_MODEL, BenchContext, hash_sample
 from bench.harness import Row, alternate, length_stats, paired_ratio
+from neuronforge.export import row_cosines
 
 ST_BATCH = 32
 
@@ -73,10 +74,6 @@ def input_note(inputs: dict[str, Any]) -> str:
     )
 
 
-def cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
-    return (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1) + 1e-12)
-
-
 def dense_ndcg(ctx: BenchContext, encoders: dict[str, Any]) -> dict[str, float]:
     """nDCG@10 of each encoder on a document sample of the built-in corpus and its known-item queries."""
     from neuronforge.corpus import load_qrels, load_queries
@@ -99,8 +96,8 @@ def dense_ndcg(ctx: BenchContext, encoders: dict[str, Any]) -> dict[str, float]:
 
 
 def dense_rows(ctx: BenchContext) -> tuple[list[Row], dict[str, Any]]:
-    from resources.backends import load_encoder
-    from resources.backends.heads import load_library_model
+    from neuronforge.backends import load_encoder
+    from neuronforge.backends.heads import load_library_model
 
     encoders = {
         "fp32": load_encoder(ctx.artifact(DENSE_MODEL)),
@@ -120,7 +117,7 @@ def dense_rows(ctx: BenchContext) -> tuple[list[Row], dict[str, Any]]:
     }
     seconds, outputs = alternate(contenders, ctx.sizes.encode_rounds)
     reference = np.concatenate(outputs["library"])
-    cos = {name: cosines(np.concatenate(outputs[name]), reference) for name in encoders}
+    cos = {name: row_cosines(np.concatenate(outputs[name]), reference) for name in encoders}
     with ctx.setup("dense nDCG@10 (fp32 and int8 encode of the retrieval sample)"):
         ndcg = dense_ndcg(ctx, encoders)
     texts = sum(len(s) for s in slices)
@@ -172,9 +169,9 @@ def contenders_library(library: Any):
 
 
 def sparse_rows(ctx: BenchContext) -> tuple[list[Row], dict[str, Any]]:
+    from neuronforge.backends import load_encoder
+    from neuronforge.backends.heads import load_library_model
     from neuronforge.sparse_index import to_csr
-    from resources.backends import load_encoder
-    from resources.backends.heads import load_library_model
 
     encoder = load_encoder(ctx.artifact(SPARSE_MODEL))
     library = load_library_model("sparse", ctx.model_dir(SPARSE_MODEL))

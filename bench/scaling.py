@@ -48,8 +48,8 @@ def write_repeated_corpus(documents: list, multiple: int, path: Path) -> None:
 
 def worker(corpus: Path, artifact_dir: Path, out_dir: Path) -> dict[str, Any]:
     """What the corpus_embeddings asset does, minus Dagster: stream, chunk, encode and write shards."""
+    from neuronforge.backends import load_encoder
     from neuronforge.shards import dense_table, encode_shards
-    from resources.backends import load_encoder
     from resources.corpus import CorpusResource
 
     settings = CorpusResource()

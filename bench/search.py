@@ -19,9 +19,9 @@ from bench.harness import Row, cprofile_summary, percentiles
 
 
 def sparse_search_rows(ctx: BenchContext) -> tuple[list[Row], dict[str, Any]]:
+    from neuronforge.backends import load_encoder
     from neuronforge.corpus import load_queries
     from neuronforge.sparse_index import SparseIndex, brute_force_search, to_csr
-    from resources.backends import load_encoder
 
     encoder = load_encoder(ctx.artifact(SPARSE_MODEL))
     docs = hash_sample(ctx.documents, ctx.sizes.search_docs, key=lambda d: d.id)

@@ -60,8 +60,8 @@ class Searcher:
         if self._dense is None:
             if self.dense_model is None:
                 raise SearchError(f"no dense corpus_embeddings under {self.root}; run `make run` first")
+            from neuronforge.backends import load_encoder
             from neuronforge.shards import dense_matrix, read_shards
-            from resources.backends import load_encoder
 
             table = read_shards(Path(_pointer(self.root, "corpus_embeddings", self.dense_model)["dir"]))
             self._dense = (
@@ -75,8 +75,8 @@ class Searcher:
         if self._sparse is None:
             if self.sparse_model is None:
                 raise SearchError(f"no sparse_index under {self.root}; run `make run` first")
+            from neuronforge.backends import load_encoder
             from neuronforge.sparse_index import SparseIndex
-            from resources.backends import load_encoder
 
             pointer = _pointer(self.root, "sparse_index", self.sparse_model)
             self._sparse = (

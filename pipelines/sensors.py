@@ -17,22 +17,22 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from assets.export import export_key, export_options
-from neuronforge.artifacts import ManifestError, compile_key, read_manifest, stable_hash
+from neuronforge.artifacts import ManifestError, read_manifest, stable_hash
+from neuronforge.backends import Backend, get_backend
+from neuronforge.drift import COMMIT_SHA, describe_versions, registry_drift, spec_changes, toolchain_changes
+from neuronforge.export import export_key
 from neuronforge.registry import ModelSpec, Registry, RegistryError, load_registry
 from pipelines.jobs import corpus_refresh_job, corpus_refresh_keys, recompile_job, recompile_keys
-from resources.backends import Backend, BackendResource, get_backend
+from resources.backends import BackendResource
 from resources.corpus import CorpusResource
 from resources.storage import PointerMissingError, StorageResource
 
-COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 HUB_TIMEOUT_S = 10.0
 TRIGGER_TAG = "neuronforge/trigger"
 MODEL_TAG = "neuronforge/model"
@@ -111,75 +111,6 @@ def hub_revision(repo_id: str, revision: str, endpoint: str | None) -> str:
     if not info.sha:
         raise ValueError(f"{endpoint or 'the Hub'} returned no commit sha for {repo_id}@{revision}")
     return info.sha
-
-
-def toolchain_changes(
-    recorded: Mapping[str, str | None], current: Mapping[str, str | None]
-) -> dict[str, tuple[str | None, str | None]]:
-    """Packages whose version differs between an export's manifest and this host: {package: (recorded, current)}."""
-    return {
-        name: (recorded.get(name), current.get(name))
-        for name in sorted(set(recorded) | set(current))
-        if recorded.get(name) != current.get(name)
-    }
-
-
-def describe_versions(changes: Mapping[str, tuple[str | None, str | None]]) -> str:
-    return ", ".join(f"{name} {old or 'absent'} → {new or 'absent'}" for name, (old, new) in changes.items())
-
-
-def spec_changes(spec: ModelSpec, manifest: Mapping[str, Any], backend: Backend) -> list[str]:
-    """How the loaded spec differs from the inputs its last export was compiled from ([] if it does not).
-
-    The manifest's compile key hashes the source, revision, backend, shapes, options and toolchain; recomputing it with
-    the spec's source/shapes/options but the manifest's own revision and toolchain isolates changes of models.yaml
-    (new toolchains are the toolchain sensor's, new commits the upstream sensor's).
-    """
-    source = manifest.get("source") or {}
-    changes = []
-    if source.get("id") != spec.source:
-        changes.append(f"source {source.get('id')} → {spec.source}")
-    if spec.revision and COMMIT_SHA.match(spec.revision) and spec.revision != source.get("revision"):
-        changes.append(f"revision {source.get('revision')} → {spec.revision}")
-    if manifest.get("backend") != backend.name:
-        changes.append(f"backend {manifest.get('backend')} → {backend.name}")
-    if dict(manifest.get("shapes") or {}) != spec.shapes:
-        old = ", ".join(f"{k}={v}" for k, v in (manifest.get("shapes") or {}).items())
-        changes.append(f"shapes {old} → " + ", ".join(f"{k}={v}" for k, v in spec.shapes.items()))
-    if not changes:
-        recomputed = compile_key(
-            model_id=spec.source,
-            revision=str(source.get("revision")),
-            backend=backend.name,
-            shapes=spec.shapes,
-            options=export_options(spec, backend),
-            toolchain=manifest.get("toolchain") or {},
-        )
-        if recomputed != manifest.get("compile_key"):
-            changes.append("export options (auto_cast, quantize, max_active_dims, tensor_parallel_size, ...)")
-    return changes
-
-
-def registry_drift(loaded: Registry, on_disk: Registry) -> str:
-    """What models.yaml on disk adds, changes or removes relative to the loaded definitions ('' when nothing)."""
-    loaded_by_name = {m.name: m for m in loaded.models}
-    disk_by_name = {m.name: m for m in on_disk.models}
-    parts = []
-    new = [n for n in disk_by_name if n not in loaded_by_name]
-    if new:
-        parts.append(f"new model(s) {', '.join(new)} (not assets until the code location is reloaded)")
-    changed = []
-    for name in loaded_by_name.keys() & disk_by_name.keys():
-        before, after = loaded_by_name[name].to_dict(), disk_by_name[name].to_dict()
-        fields = sorted(k for k in after if before.get(k) != after.get(k))
-        if fields:
-            changed.append(f"{name} ({', '.join(fields)})")
-    if changed:
-        parts.append("changed " + "; ".join(sorted(changed)))
-    removed = [n for n in loaded_by_name if n not in disk_by_name]
-    if removed:
-        parts.append(f"removed {', '.join(removed)}")
-    return ", ".join(parts)
 
 
 def model_tags(trigger: str, spec: ModelSpec) -> dict[str, str]:

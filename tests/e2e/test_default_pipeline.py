@@ -9,8 +9,8 @@ from huggingface_hub import HfApi, snapshot_download
 from pipeline_helpers import checks, materialize, metadata, pipeline_resources
 
 from neuronforge.artifacts import verify_manifest
+from neuronforge.backends import load_encoder
 from pipelines.definitions import build_definitions
-from resources.backends import load_encoder
 
 pytestmark = pytest.mark.slow
 

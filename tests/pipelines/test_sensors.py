@@ -16,14 +16,14 @@ import dagster as dg
 import pytest
 from huggingface_hub import HfApi
 
-from assets.export import export_key
+from neuronforge.backends import get_backend, toolchain_versions
 from neuronforge.builtins import builtin_revision
 from neuronforge.corpus import corpus_fingerprint, file_fingerprints
+from neuronforge.export import export_key
 from neuronforge.hub import HubServer
 from neuronforge.registry import ModelSpec, Registry, load_registry
 from pipelines.definitions import build_definitions
-from pipelines.sensors import registry_drift, spec_changes, toolchain_changes
-from resources.backends import BackendResource, get_backend, toolchain_versions
+from resources.backends import BackendResource
 from resources.corpus import CorpusResource
 from resources.storage import StorageResource
 
@@ -247,13 +247,6 @@ def test_toolchain_sensor_is_quiet_when_versions_match(
     assert requests == [] and skip == "every export matches the installed toolchain"
 
 
-def test_toolchain_changes_lists_each_differing_package() -> None:
-    assert toolchain_changes({"torch": "2.8.0", "onnx": "1.0"}, {"torch": "2.13.0", "onnx": "1.0"}) == {
-        "torch": ("2.8.0", "2.13.0")
-    }
-    assert toolchain_changes({"neuronx-cc": None}, {"neuronx-cc": "2.21"}) == {"neuronx-cc": (None, "2.21")}
-
-
 # ------------------------------------------------------------------------------------------------ models_yaml_sensor
 
 
@@ -308,27 +301,6 @@ def test_models_yaml_sensor_builds_a_never_exported_model_once(
     assert requests[0].tags["neuronforge/reason"] == "never exported"
     requests, _, _ = tick(defs, "models_yaml_sensor", instance, cursor, resources)
     assert requests == []
-
-
-def test_registry_drift_and_spec_changes_name_what_differs(registry: Registry, tmp_path: Path) -> None:
-    edited = tmp_path / "edited.yaml"
-    edited.write_text(MODELS_YAML.replace("sequence_length: 32", "sequence_length: 48"))
-    drift = registry_drift(registry, load_registry(edited, check_builtin_limits=False))
-    assert drift == "changed tiny_hub (sequence_length)"
-
-    spec = registry.get("splade_tiny")
-    backend = get_backend("onnx")
-    manifest = {
-        "backend": "onnx",
-        "shapes": spec.shapes,
-        "source": {"id": spec.source, "revision": "r1"},
-        "toolchain": backend.toolchain(),
-        "compile_key": export_key(spec, "r1", backend),
-    }
-    assert spec_changes(spec, manifest, backend) == []
-    assert spec_changes(spec, {**manifest, "compile_key": "other"}, backend) == [
-        "export options (auto_cast, quantize, max_active_dims, tensor_parallel_size, ...)"
-    ]
 
 
 # ----------------------------------------------------------------------------------------------------- corpus_sensor

@@ -3,7 +3,7 @@
 - dense: `optimum.exporters.neuron.main_export(task="feature-extraction", library_name="sentence_transformers")`, the
   compile-only path (`NeuronSentenceTransformers.from_pretrained(export=True)` returns None on a host without a
   device); loaded back with `NeuronSentenceTransformers`.
-- sparse: optimum-neuron has no SPLADE support, so our own head (resources/backends/heads.py) is compiled with
+- sparse: optimum-neuron has no SPLADE support, so our own head (neuronforge/backends/heads.py) is compiled with
   `torch_neuronx.trace`, with the compiler flags optimum-neuron would use, and saved as `model.neuron`.
 - chat: `NeuronModelForCausalLM.get_neuron_config(...)` + `.export(...)`, saved with its own `save_pretrained`.
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from neuronforge.backends.base import SIDE_FILES, Backend, ExportResult, Runner, toolchain_versions
 from neuronforge.registry import ModelSpec
 from neuronforge.sources import ResolvedModel
-from resources.backends.base import SIDE_FILES, Backend, ExportResult, Runner, toolchain_versions
 
 # The file name optimum-neuron's own traced-model loaders look for (`*.neuron`, utils.NEURON_FILE_NAME).
 NEURON_FILE = "model.neuron"
@@ -270,7 +270,7 @@ class NeuronBackend(Backend):
         require_neuron_sdk(f"{spec.name}: compiling for Neuron", ("torch_neuronx", "neuronxcc"))
         import torch
 
-        from resources.backends.heads import build_head
+        from neuronforge.backends.heads import build_head
 
         head = build_head("sparse", model.path, trust_remote_code=spec.trust_remote_code)
         shape = (spec.batch_size, spec.sequence_length)

@@ -1,5 +1,10 @@
-"""Backends (neuron | onnx | torch) behind one interface, the resource that picks one, and the Encoder that runs
-tokenised static-shape batches through any of them."""
+"""Backends (neuron | onnx | torch) behind one interface, the rule that picks one per host, and the Encoder that runs
+tokenised static-shape batches through any of them.
+
+The submodules `onnx`, `torch` and `neuron` share their names with the libraries they wrap. Imports are absolute, so
+`import torch` in them is the library; this file binds no global `torch`/`onnx` (it imports them inside functions),
+which loading a submodule of the same name would replace.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +17,20 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import numpy as np
 
 from neuronforge.artifacts import verify_manifest
-from neuronforge.registry import BACKENDS, ModelSpec
-from resources.backends.base import Backend, ExportResult, Runner, StaticShapeError, toolchain_versions
+from neuronforge.backends.base import Backend, ExportResult, Runner, StaticShapeError, toolchain_versions
+from neuronforge.registry import BACKENDS
 
 __all__ = [
     "Backend",
-    "BackendResource",
     "Encoder",
     "ExportResult",
     "Runner",
     "StaticShapeError",
+    "auto_backend_name",
+    "cuda_available",
     "get_backend",
     "load_encoder",
     "neuron_available",
@@ -55,15 +60,15 @@ def cuda_available() -> bool:
 
 def get_backend(name: str, *, onnx_threads: int = 0) -> Backend:
     if name == "onnx":
-        from resources.backends.onnx_backend import OnnxBackend
+        from neuronforge.backends.onnx import OnnxBackend
 
         return OnnxBackend(threads=onnx_threads)
     if name == "torch":
-        from resources.backends.torch_backend import TorchBackend
+        from neuronforge.backends.torch import TorchBackend
 
         return TorchBackend()
     if name == "neuron":
-        from resources.backends.neuron_backend import NeuronBackend
+        from neuronforge.backends.neuron import NeuronBackend
 
         return NeuronBackend()
     raise ValueError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
@@ -75,27 +80,6 @@ def auto_backend_name(kind: str) -> str:
     if cuda_available() or kind == "chat":
         return "torch"
     return "onnx"
-
-
-class BackendResource(dg.ConfigurableResource):
-    """Chooses the backend for each model: `backend` here overrides models.yaml; "auto" lets each entry decide,
-    and an entry's "auto" means neuron on a Neuron host, torch on CUDA (and for chat), onnx on CPU."""
-
-    backend: str = "auto"
-    onnx_threads: int = 0  # 0: onnxruntime's default (all cores)
-
-    def backend_name(self, spec: ModelSpec) -> str:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"BackendResource.backend={self.backend!r}; use one of {', '.join(BACKENDS)}")
-        name = self.backend if self.backend != "auto" else spec.backend
-        if name == "auto":
-            name = auto_backend_name(spec.kind)
-        if spec.kind == "chat" and name == "onnx":
-            name = "torch"  # chat runs as a transformers folder with the same static limits
-        return name
-
-    def for_model(self, spec: ModelSpec) -> Backend:
-        return get_backend(self.backend_name(spec), onnx_threads=self.onnx_threads)
 
 
 class Encoder:

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from neuronforge.backends.base import Backend, ExportResult, Runner, copy_side_files
 from neuronforge.registry import ModelSpec
 from neuronforge.sources import ResolvedModel
-from resources.backends.base import Backend, ExportResult, Runner, copy_side_files
 
 
 def torch_device() -> str:
@@ -52,7 +52,7 @@ class TorchBackend(Backend):
             lm.save_pretrained(out_dir, safe_serialization=True)
             AutoTokenizer.from_pretrained(model.path, trust_remote_code=spec.trust_remote_code).save_pretrained(out_dir)
             return ExportResult(format="transformers")
-        from resources.backends.heads import load_library_model
+        from neuronforge.backends.heads import load_library_model
 
         library_model = load_library_model(spec.kind, model.path, trust_remote_code=spec.trust_remote_code)
         library_model.save(str(out_dir), safe_serialization=True)
@@ -60,7 +60,7 @@ class TorchBackend(Backend):
         return ExportResult(format="sentence-transformers")
 
     def load_runner(self, artifact_dir: Path, manifest: dict[str, Any]) -> Runner:
-        from resources.backends.heads import build_head
+        from neuronforge.backends.heads import build_head
 
         device = torch_device()
         head = build_head(manifest["kind"], artifact_dir, device=device)

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from neuronforge.backends.base import Backend, ExportResult, Runner, copy_side_files
 from neuronforge.registry import ModelSpec
 from neuronforge.sources import ResolvedModel
-from resources.backends.base import Backend, ExportResult, Runner, copy_side_files
 
 ONNX_FILE = "model.onnx"
 ONNX_DATA = "model.onnx.data"
@@ -206,7 +206,7 @@ class OnnxBackend(Backend):
             raise ValueError(f"{spec.name}: chat models export with the torch or neuron backend, not onnx")
         import torch
 
-        from resources.backends.heads import EncoderHead, load_library_model
+        from neuronforge.backends.heads import EncoderHead, load_library_model
 
         library_model = load_library_model(spec.kind, model.path, trust_remote_code=spec.trust_remote_code)
         options: dict[str, Any] = {}

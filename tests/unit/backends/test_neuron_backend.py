@@ -28,16 +28,16 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from neuronforge.registry import ModelSpec
-from neuronforge.sources import ResolvedModel
-from resources.backends import neuron_backend
-from resources.backends.neuron_backend import (
+from neuronforge.backends import neuron as neuron_backend
+from neuronforge.backends.neuron import (
     NEURON_FILE,
     TARGET_ENV,
     NeuronBackend,
     NeuronSDKError,
     neuronx_cc_flags,
 )
+from neuronforge.registry import ModelSpec
+from neuronforge.sources import ResolvedModel
 
 LOG = logging.getLogger("test_neuron_backend")
 TEXTS = [
@@ -189,7 +189,7 @@ def encode_with(backend: NeuronBackend, artifact_dir: Path, spec: ModelSpec) -> 
     """Encode TEXTS the way the pipeline does: the artifact's own tokenizer, static batches, our runner."""
     from transformers import AutoTokenizer
 
-    from resources.backends import Encoder
+    from neuronforge.backends import Encoder
 
     manifest = manifest_for(spec)
     runner = backend.load_runner(artifact_dir, manifest)
@@ -275,7 +275,7 @@ def test_dense_export_runs_main_export_and_loads_with_neuron_sentence_transforme
     from optimum.exporters.neuron import main_export
     from optimum.exporters.neuron.model_wrappers import SentenceTransformersTransformerNeuronWrapper
 
-    from resources.backends.heads import reference_encode
+    from neuronforge.backends.heads import reference_encode
 
     spec = make_spec("dense")
     out = tmp_path / "artifact"
@@ -341,7 +341,7 @@ def test_dense_export_runs_main_export_and_loads_with_neuron_sentence_transforme
 def test_sparse_export_traces_our_splade_head_and_runs_it(neuron_sdk_stub, tmp_path, splade_dir):
     from sentence_transformers import SparseEncoder
 
-    from resources.backends.heads import EncoderHead, reference_encode
+    from neuronforge.backends.heads import EncoderHead, reference_encode
 
     spec = make_spec("sparse", auto_cast="all", auto_cast_type="fp16")
     result = NeuronBackend().export(spec, resolved(spec, splade_dir), tmp_path, LOG)

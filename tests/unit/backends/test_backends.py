@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assets.export import export_artifact
 from neuronforge.artifacts import ManifestError
+from neuronforge.backends import StaticShapeError, get_backend, load_encoder
+from neuronforge.backends.heads import reference_encode
+from neuronforge.export import export_artifact
 from neuronforge.registry import ModelSpec
 from neuronforge.sources import ResolvedModel
-from resources.backends import StaticShapeError, get_backend, load_encoder
-from resources.backends.heads import reference_encode
 
 pytestmark = pytest.mark.slow
 LOG = logging.getLogger("test")
