@@ -11,7 +11,7 @@ from assets.common import after_upstream_passes, cores_needed, current_artifact
 from neuronforge.artifacts import write_json_atomic
 from neuronforge.paths import REPO_ROOT
 from neuronforge.registry import ModelSpec
-from resources.neuron import NeuronResource
+from resources.devices import NeuronResource
 from resources.storage import StorageResource
 
 DEFAULT_SUITE = REPO_ROOT / "evals" / "chat_prompts.yaml"

@@ -7,7 +7,7 @@ import dagster as dg
 from assets.common import after_upstream_passes, cores_needed, current_artifact, png_markdown
 from neuronforge.registry import ModelSpec
 from resources.corpus import CorpusResource
-from resources.neuron import NeuronResource
+from resources.devices import NeuronResource
 from resources.storage import StorageResource
 
 

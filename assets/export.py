@@ -9,7 +9,7 @@ from neuronforge.export import export_artifact, export_code_version, manifest_su
 from neuronforge.registry import ModelSpec
 from neuronforge.sources import ResolvedModel
 from resources.backends import BackendResource
-from resources.neuron import NeuronResource
+from resources.devices import NeuronResource
 from resources.storage import StorageResource
 
 

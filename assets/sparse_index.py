@@ -8,7 +8,7 @@ import dagster as dg
 from assets.common import after_upstream_passes, cores_needed, current_artifact, markdown_table
 from neuronforge.registry import ModelSpec
 from resources.corpus import CorpusResource
-from resources.neuron import NeuronResource
+from resources.devices import NeuronResource
 from resources.storage import StorageResource
 
 CHECK_QUERIES = 25

@@ -20,8 +20,8 @@ from pipelines.schedules import build_schedules
 from pipelines.sensors import build_sensors
 from resources.backends import BackendResource
 from resources.corpus import CorpusResource
+from resources.devices import NeuronResource
 from resources.hub import HubResource
-from resources.neuron import NeuronResource
 from resources.storage import StorageResource
 
 

@@ -8,8 +8,8 @@ import dagster as dg
 
 
 def pipeline_resources(root: Path, hub_url: str) -> dict[str, object]:
+    from resources.devices import NeuronResource
     from resources.hub import HubResource
-    from resources.neuron import NeuronResource
     from resources.storage import StorageResource
 
     return {

@@ -12,9 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from resources.neuron import NEURON_ENV, NeuronResource  # noqa: E402
+from neuronforge.devices import NEURON_ENV  # noqa: E402
+from resources.devices import NeuronResource  # noqa: E402
 
 
 def main() -> None:
