@@ -90,7 +90,7 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 tokenizer,
                 conversations,
                 sequence_length=manifest["shapes"]["sequence_length"],
-                gen_options=options,
+                options=options,
             )
         report: dict[str, Any] = result.to_json()
 

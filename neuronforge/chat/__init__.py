@@ -1,0 +1,97 @@
+"""Chat evaluation: prompt suites, history truncation, a measured generation loop, checks and regression diffs.
+
+Everything here is plain Python + torch + a transformers tokenizer, so it runs against the CPU torch model and
+mirrors the limits of a Neuron export: a static `sequence_length` (prompt + new tokens must fit), a static
+`batch_size`, and right padding only (optimum-neuron raises on left padding).
+
+    suite        the prompt-suite YAML (schema, defaults cascade) and what a reply must satisfy
+    prompt       the chat template, history truncation to the token budget, template checks
+    generate     decoding options, sampling and the timed token loop
+    results      playing conversations and suites; per-turn checks; the reported results
+    regressions  golden replies and latency against the previous run
+
+Callers use the package: `from neuronforge import chat; chat.load_prompt_suite(...)`.
+"""
+
+from neuronforge.chat.errors import ChatError, PromptError, PromptSuiteError, PromptTooLongError
+from neuronforge.chat.generate import (
+    Generation,
+    GenerationOptions,
+    Sampler,
+    TokenTrace,
+    eos_token_ids,
+    generate,
+    generate_batch,
+    token_loop,
+)
+from neuronforge.chat.prompt import (
+    TEMPLATE_TOKENS,
+    PromptBuild,
+    budget_for,
+    build_prompt,
+    leaked_template_tokens,
+    strip_template_tokens,
+    template_applied,
+)
+from neuronforge.chat.regressions import (
+    GOLDEN_VERSION,
+    compare_to_golden,
+    golden_from,
+    latency_regressions,
+    load_golden,
+    save_golden,
+)
+from neuronforge.chat.results import ConversationResult, SuiteResult, TurnResult, run_conversation, run_suite
+from neuronforge.chat.suite import (
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_SUITE,
+    ID_PATTERN,
+    Conversation,
+    Expectation,
+    Turn,
+    check_expectations,
+    load_prompt_suite,
+)
+from neuronforge.shapes import StaticShapeError
+
+__all__ = [
+    "DEFAULT_MAX_NEW_TOKENS",
+    "DEFAULT_SUITE",
+    "GOLDEN_VERSION",
+    "ID_PATTERN",
+    "TEMPLATE_TOKENS",
+    "ChatError",
+    "Conversation",
+    "ConversationResult",
+    "Expectation",
+    "Generation",
+    "GenerationOptions",
+    "PromptBuild",
+    "PromptError",
+    "PromptSuiteError",
+    "PromptTooLongError",
+    "Sampler",
+    "StaticShapeError",
+    "SuiteResult",
+    "TokenTrace",
+    "Turn",
+    "TurnResult",
+    "budget_for",
+    "build_prompt",
+    "check_expectations",
+    "compare_to_golden",
+    "eos_token_ids",
+    "generate",
+    "generate_batch",
+    "golden_from",
+    "latency_regressions",
+    "leaked_template_tokens",
+    "load_golden",
+    "load_prompt_suite",
+    "run_conversation",
+    "run_suite",
+    "save_golden",
+    "strip_template_tokens",
+    "template_applied",
+    "token_loop",
+]
