@@ -1,5 +1,11 @@
-"""chat_smoke_eval: play the prompt suite through the exported chat model; blocking checks gate its publishing."""
+"""chat_smoke_eval: play the prompt suite through the exported chat model and judge the run in the same step.
 
+The asset emits its five checks itself (they only reread what it just computed, so none needs a step process of its
+own): template_applied, replies_well_formed and expectations_met are blocking and gate publishing;
+matches_golden_outputs and latency_vs_last_run WARN.
+"""
+
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -9,25 +15,20 @@ from pydantic import Field
 
 from assets.common import after_upstream_passes, cores_needed, current_artifact
 from neuronforge.artifacts import write_json_atomic
+from neuronforge.chat import DEFAULT_SUITE, GenerationOptions
 from neuronforge.paths import REPO_ROOT
 from neuronforge.registry import ModelSpec
 from resources.devices import NeuronResource
 from resources.storage import StorageResource
 
-DEFAULT_SUITE = REPO_ROOT / "evals" / "chat_prompts.yaml"
 GOLDEN_DIR = REPO_ROOT / "evals" / "golden"
 
 
-class ChatEvalConfig(dg.Config):
-    """Run options (the Launchpad shows them); greedy decoding by default so golden outputs are comparable."""
+class ChatEvalConfig(dg.Config, GenerationOptions):
+    """Run options (the Launchpad shows them): the decoding options of `GenerationOptions` — greedy by default so
+    golden outputs are comparable — plus the suite, the golden replies and the latency tolerance."""
 
     suite: str = Field(default=str(DEFAULT_SUITE), description="Prompt suite YAML (see evals/chat_prompts.yaml).")
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float = 1.0
-    seed: int = 0
     golden: str | None = Field(
         default=None,
         description="Golden replies to compare with; default evals/golden/<model>-<format>.json, else the first "
@@ -44,14 +45,114 @@ def golden_path(config: ChatEvalConfig, model: str, fmt: str, stage_dir: Path) -
     return (committed, True) if committed.is_file() else (stage_dir / "golden.json", False)
 
 
+# ------------------------------------------------------------------------ the checks, judged from the run's report
+
+
+def _turns(report: dict[str, Any]):
+    for conversation in report["conversations"]:
+        for turn in conversation["turns"]:
+            if turn["reply"] is not None or turn["failures"]:
+                yield conversation["id"], turn
+
+
+def template_applied(report: dict[str, Any]) -> dg.AssetCheckResult:
+    """Every prompt was rendered with the chat template and no template token leaked into a reply."""
+    problems = [f"{cid} turn {t['index']}: {f}" for cid, t in _turns(report) for f in t["failures"] if "template" in f]
+    return dg.AssetCheckResult(
+        check_name="template_applied", passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)}
+    )
+
+
+def replies_well_formed(report: dict[str, Any]) -> dg.AssetCheckResult:
+    """Every generated reply is non-empty and stopped at EOS or at its token limit."""
+    problems = []
+    for cid, turn in _turns(report):
+        if turn["reply"] is None:
+            problems.append(f"{cid} turn {turn['index']}: no reply ({'; '.join(turn['failures'])})")
+        elif not turn["reply"].strip():
+            problems.append(f"{cid} turn {turn['index']}: empty reply")
+        elif turn["stopped_at_eos"] is None:
+            problems.append(f"{cid} turn {turn['index']}: unknown stop reason")
+    return dg.AssetCheckResult(
+        check_name="replies_well_formed", passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)}
+    )
+
+
+def expectations_met(report: dict[str, Any]) -> dg.AssetCheckResult:
+    """Every conversation meets its must_contain / must_not_contain / stop expectations (gates publish)."""
+    failed = {c["id"]: c["failures"] for c in report["conversations"] if not c["passed"]}
+    return dg.AssetCheckResult(
+        check_name="expectations_met",
+        passed=not failed,
+        metadata={"conversations": len(report["conversations"]), "failed": dg.MetadataValue.json(failed)},
+    )
+
+
+def matches_golden_outputs(report: dict[str, Any]) -> dg.AssetCheckResult:
+    """Greedy replies equal the stored golden replies (a regression detector; WARN, since a new toolchain or
+    dtype legitimately changes text)."""
+    golden = report["golden"]
+    return dg.AssetCheckResult(
+        check_name="matches_golden_outputs",
+        passed=not golden["differences"],
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "golden": golden["path"],
+            "recorded_now": golden["recorded"],
+            "differences": dg.MetadataValue.json(golden["differences"]),
+        },
+    )
+
+
+def latency_vs_last_run(report: dict[str, Any]) -> dg.AssetCheckResult:
+    """tokens/s, TTFT and inter-token latency within tolerance of the previous evaluation (WARN)."""
+    return dg.AssetCheckResult(
+        check_name="latency_vs_last_run",
+        passed=not report["latency_regressions"],
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "regressions": dg.MetadataValue.json(report["latency_regressions"]),
+            **{k: float(v) for k, v in report["latency"].items()},
+        },
+    )
+
+
+# (judge, blocking): a failed blocking check fails the asset's step, so publish does not run in that run.
+CHAT_CHECKS = (
+    (template_applied, True),
+    (replies_well_formed, True),
+    (expectations_met, True),
+    (matches_golden_outputs, False),
+    (latency_vs_last_run, False),
+)
+
+
+def chat_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(judge.__name__, asset=key, blocking=blocking, description=inspect.getdoc(judge))
+        for judge, blocking in CHAT_CHECKS
+    ]
+
+
+def judge_report(report: dict[str, Any]) -> list[dg.AssetCheckResult]:
+    """Every chat check's result for one evaluation report (the dict the asset writes to results.json)."""
+    return [judge(report) for judge, _ in CHAT_CHECKS]
+
+
+# ------------------------------------------------------------------------------------------------------- the asset
+
+
 def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    key = dg.AssetKey([spec.name, "chat_smoke_eval"])
+
     @dg.asset(
-        key=[spec.name, "chat_smoke_eval"],
+        key=key,
         deps=[dg.AssetKey([spec.name, "export"])],
         group_name=spec.name,
         kinds={"pytorch", "neuron"},
         pool="neuron",
         automation_condition=after_upstream_passes(),
+        check_specs=chat_check_specs(key),
         description="Single- and multi-turn conversations through the exported model with its chat template and "
         "history truncated to the static sequence_length; TTFT, inter-token latency and tokens/s per conversation.",
         tags={"model_kind": spec.kind},
@@ -71,14 +172,7 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         artifact_dir, manifest = current_artifact(storage, spec.name)
         verify_manifest(artifact_dir)
         conversations = chat.load_prompt_suite(config.suite)
-        options = chat.GenerationOptions(
-            do_sample=config.do_sample,
-            temperature=config.temperature,
-            top_k=config.top_k,
-            top_p=config.top_p,
-            repetition_penalty=config.repetition_penalty,
-            seed=config.seed,
-        )
+        options = GenerationOptions.of(config)
         stage_dir = storage.stage_dir("chat_smoke_eval", spec.name)
         holder = f"{spec.name}/chat_smoke_eval run {context.run_id[:8]}"
         with neuron.lease(cores_needed(spec, manifest), holder=holder, log=context.log) as lease:
@@ -95,7 +189,7 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         report: dict[str, Any] = result.to_json()
 
         # Golden replies only mean something for deterministic decoding.
-        deterministic = not config.do_sample
+        deterministic = not options.do_sample
         path, committed = golden_path(config, spec.name, manifest["format"], stage_dir)
         if deterministic and not path.is_file() and not committed:
             chat.save_golden(path, result)
@@ -132,89 +226,8 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "results": dg.MetadataValue.path(str(results_file)),
                 "golden": str(path),
                 **lease.metadata(),
-            }
+            },
+            check_results=judge_report(report),
         )
 
     return chat_smoke_eval
-
-
-def _report(storage: StorageResource, model: str) -> dict[str, Any]:
-    return json.loads(Path(storage.read_pointer("chat_smoke_eval", model)["results"]).read_text())
-
-
-def _turns(report: dict[str, Any]):
-    for conversation in report["conversations"]:
-        for turn in conversation["turns"]:
-            if turn["reply"] is not None or turn["failures"]:
-                yield conversation["id"], turn
-
-
-def build_chat_eval_checks(spec: ModelSpec) -> list[dg.AssetChecksDefinition]:
-    key = dg.AssetKey([spec.name, "chat_smoke_eval"])
-
-    @dg.asset_check(asset=key, name="template_applied", blocking=True)
-    def template_applied(storage: StorageResource) -> dg.AssetCheckResult:
-        """Every prompt was rendered with the chat template and no template token leaked into a reply."""
-        problems = [
-            f"{cid} turn {t['index']}: {f}"
-            for cid, t in _turns(_report(storage, spec.name))
-            for f in t["failures"]
-            if "template" in f
-        ]
-        return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
-
-    @dg.asset_check(asset=key, name="replies_well_formed", blocking=True)
-    def replies_well_formed(storage: StorageResource) -> dg.AssetCheckResult:
-        """Every generated reply is non-empty and stopped at EOS or at its token limit."""
-        problems = []
-        for cid, turn in _turns(_report(storage, spec.name)):
-            if turn["reply"] is None:
-                problems.append(f"{cid} turn {turn['index']}: no reply ({'; '.join(turn['failures'])})")
-            elif not turn["reply"].strip():
-                problems.append(f"{cid} turn {turn['index']}: empty reply")
-            elif turn["stopped_at_eos"] is None:
-                problems.append(f"{cid} turn {turn['index']}: unknown stop reason")
-        return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
-
-    @dg.asset_check(asset=key, name="expectations_met", blocking=True)
-    def expectations_met(storage: StorageResource) -> dg.AssetCheckResult:
-        """Every conversation meets its must_contain / must_not_contain / stop expectations (gates publish)."""
-        report = _report(storage, spec.name)
-        failed = {c["id"]: c["failures"] for c in report["conversations"] if not c["passed"]}
-        return dg.AssetCheckResult(
-            passed=not failed,
-            metadata={
-                "conversations": len(report["conversations"]),
-                "failed": dg.MetadataValue.json(failed),
-            },
-        )
-
-    @dg.asset_check(asset=key, name="matches_golden_outputs")
-    def matches_golden_outputs(storage: StorageResource) -> dg.AssetCheckResult:
-        """Greedy replies equal the stored golden replies (a regression detector; WARN, since a new toolchain or
-        dtype legitimately changes text)."""
-        golden = _report(storage, spec.name)["golden"]
-        return dg.AssetCheckResult(
-            passed=not golden["differences"],
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "golden": golden["path"],
-                "recorded_now": golden["recorded"],
-                "differences": dg.MetadataValue.json(golden["differences"]),
-            },
-        )
-
-    @dg.asset_check(asset=key, name="latency_vs_last_run")
-    def latency_vs_last_run(storage: StorageResource) -> dg.AssetCheckResult:
-        """tokens/s, TTFT and inter-token latency within tolerance of the previous evaluation (WARN)."""
-        report = _report(storage, spec.name)
-        return dg.AssetCheckResult(
-            passed=not report["latency_regressions"],
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "regressions": dg.MetadataValue.json(report["latency_regressions"]),
-                **{k: float(v) for k, v in report["latency"].items()},
-            },
-        )
-
-    return [template_applied, replies_well_formed, expectations_met, matches_golden_outputs, latency_vs_last_run]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.chat_eval import build_chat_eval_asset, build_chat_eval_checks
+from assets.chat_eval import build_chat_eval_asset
 from assets.corpus import corpus
 from assets.embeddings import build_embeddings_asset, build_embeddings_checks
 from assets.export import build_export_asset, build_export_checks
@@ -47,8 +47,7 @@ def model_definitions(spec: ModelSpec) -> tuple[list[dg.AssetsDefinition], list[
         assets.append(build_sparse_index_asset(spec))
         checks += build_sparse_index_checks(spec)
     else:
-        assets.append(build_chat_eval_asset(spec))
-        checks += build_chat_eval_checks(spec)
+        assets.append(build_chat_eval_asset(spec))  # emits its own checks (check_specs)
     return assets, checks
 
 

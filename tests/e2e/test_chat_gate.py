@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -72,3 +73,14 @@ def test_passing_model_is_published_and_golden_regression_is_detected(defs, tmp_
     mismatch = evaluations["matches_golden_outputs"]
     assert mismatch.passed is False and mismatch.severity == dg.AssetCheckSeverity.WARN
     assert "capital_of_france turn 0" in json.dumps(mismatch.metadata["differences"].value)
+
+
+def test_sampling_run_config_reaches_the_generation_options(defs, tmp_path):
+    """The Launchpad's decoding fields (declared once, on GenerationOptions) drive the evaluation's generation."""
+    config = eval_config(tmp_path, "paris")
+    config["ops"][f"{MODEL}__chat_smoke_eval"]["config"].update({"do_sample": True, "seed": 3})
+    result = materialize(defs, dg.AssetSelection.assets([MODEL, "chat_smoke_eval"]), config)
+    report = json.loads(Path(metadata(result, f"{MODEL}/chat_smoke_eval")["results"]).read_text())
+    assert report["options"]["do_sample"] is True and report["options"]["seed"] == 3
+    assert report["golden"].get("skipped") is True  # sampled replies are not compared with golden ones
+    assert checks(result)[f"{MODEL}/chat_smoke_eval:matches_golden_outputs"] is True
