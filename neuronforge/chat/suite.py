@@ -88,6 +88,7 @@ def check_expectations(text: str, expectation: Expectation, *, stopped_at_eos: b
 
 
 # --------------------------------------------------------------------------------------- the file, as written
+# The validators below only signal; `_explain` words every problem by the field it is in (see _FIELD_MESSAGES).
 
 
 def _not_blank(value: str) -> str:
@@ -138,6 +139,8 @@ class _Spec(BaseModel):
 
 
 class ExpectSpec(_Spec):
+    """A turn's `expect:` mapping; unset keys inherit (stop_at_eos from the conversation) or check nothing."""
+
     must_contain: OrAbsent[AnyOfGroups] = None
     must_not_contain: OrAbsent[Texts] = None
     stop_at_eos: OrAbsent[Flag] = None
@@ -145,6 +148,8 @@ class ExpectSpec(_Spec):
 
 
 class TurnSpec(_Spec):
+    """One item of `turns:`: a user message (its reply generated) or a fixed assistant reply."""
+
     # Declared in the order the problems of a turn are reported (as in ConversationSpec).
     max_new_tokens: OrAbsent[PositiveInt] = None
     expect: OrAbsent[ExpectSpec] = None
@@ -165,6 +170,8 @@ class TurnSpec(_Spec):
 
 
 class ConversationSpec(_Spec):
+    """One item of `conversations:`; unset max_new_tokens / stop_at_eos / system come from `defaults:`."""
+
     # Declared in the order a conversation's problems are reported: the first one found is the one named.
     id: Annotated[str, Field(strict=True), AfterValidator(_conversation_id)]
     max_new_tokens: OrAbsent[PositiveInt] = None
@@ -175,14 +182,18 @@ class ConversationSpec(_Spec):
 
 
 class DefaultsSpec(_Spec):
+    """The suite's `defaults:`; these values apply where nothing closer sets them."""
+
     max_new_tokens: PositiveInt = DEFAULT_MAX_NEW_TOKENS
     stop_at_eos: Flag = False
     system: Text | None = None  # null: the template's default (SmolLM2 inserts its own)
 
 
 class SuiteSpec(_Spec):
+    """The whole file (schema version 1)."""
+
     version: Literal[1] = 1
-    defaults: Annotated[DefaultsSpec, BeforeValidator(lambda value: value or {})] = DefaultsSpec()
+    defaults: Annotated[DefaultsSpec, BeforeValidator(lambda value: value or {})] = DefaultsSpec()  # `defaults:` empty
     conversations: Annotated[list[ConversationSpec], Field(min_length=1)]
 
 
