@@ -6,20 +6,19 @@ matches_golden_outputs and latency_vs_last_run WARN.
 """
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from assets.common import after_upstream_passes, cores_needed, current_artifact
-from neuronforge.artifacts import write_json_atomic
+from assets.common import after_upstream_passes, cores_needed, exported_artifact
+from neuronforge.artifacts import sha256_file, stable_hash
 from neuronforge.chat import DEFAULT_SUITE, GenerationOptions
 from neuronforge.paths import REPO_ROOT
 from neuronforge.registry import ModelSpec
 from resources.devices import NeuronResource
-from resources.storage import StorageResource
+from resources.storage import StorageResource, record_metadata
 
 GOLDEN_DIR = REPO_ROOT / "evals" / "golden"
 
@@ -92,6 +91,16 @@ def matches_golden_outputs(report: dict[str, Any]) -> dg.AssetCheckResult:
     """Greedy replies equal the stored golden replies (a regression detector; WARN, since a new toolchain or
     dtype legitimately changes text)."""
     golden = report["golden"]
+    if golden["recorded"] or golden.get("skipped"):
+        # A golden recorded by the run it judges is not evidence; sampled replies have no golden to match.
+        why = "recorded by this run (nothing to compare yet)" if golden["recorded"] else "sampling is on"
+        return dg.AssetCheckResult(
+            check_name="matches_golden_outputs",
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"Not evaluated: the golden replies were {why}.",
+            metadata={"evaluated": False, "golden": golden["path"], "recorded_now": golden["recorded"]},
+        )
     return dg.AssetCheckResult(
         check_name="matches_golden_outputs",
         passed=not golden["differences"],
@@ -106,12 +115,21 @@ def matches_golden_outputs(report: dict[str, Any]) -> dg.AssetCheckResult:
 
 def latency_vs_last_run(report: dict[str, Any]) -> dg.AssetCheckResult:
     """tokens/s, TTFT and inter-token latency within tolerance of the previous evaluation (WARN)."""
+    if report.get("previous_record") is None:
+        return dg.AssetCheckResult(
+            check_name="latency_vs_last_run",
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="Not evaluated: this is the model's first evaluation on this data directory.",
+            metadata={"evaluated": False, **{k: float(v) for k, v in report["latency"].items()}},
+        )
     return dg.AssetCheckResult(
         check_name="latency_vs_last_run",
         passed=not report["latency_regressions"],
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "regressions": dg.MetadataValue.json(report["latency_regressions"]),
+            "previous_record": report["previous_record"],
             **{k: float(v) for k, v in report["latency"].items()},
         },
     )
@@ -169,7 +187,7 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         from neuronforge.artifacts import verify_manifest
         from neuronforge.backends import get_backend
 
-        artifact_dir, manifest = current_artifact(storage, spec.name)
+        exported, artifact_dir, manifest = exported_artifact(context, storage, spec)
         verify_manifest(artifact_dir)
         conversations = chat.load_prompt_suite(config.suite)
         options = GenerationOptions.of(config)
@@ -200,19 +218,21 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         else:
             report["golden"] = {"path": str(path), "recorded": False, "differences": [], "skipped": True}
 
-        results_file = stage_dir / "results.json"
-        previous = json.loads(results_file.read_text()) if results_file.is_file() else None
+        # Latency is compared with the last evaluation of this model on this host, whatever its inputs.
+        previous = storage.current_record(key)
         report["latency_regressions"] = (
-            chat.latency_regressions(result.latency(), previous.get("latency", previous), config.latency_tolerance)
-            if previous
+            chat.latency_regressions(result.latency(), previous["latency"], config.latency_tolerance)
+            if previous is not None
             else []
         )
+        report["previous_record"] = previous.key if previous is not None else None
         report["latency"] = result.latency()
         report["compile_key"] = manifest["compile_key"]
-        if previous is not None:
-            write_json_atomic(stage_dir / "previous.json", previous)
-        write_json_atomic(results_file, report)
-        storage.write_pointer("chat_smoke_eval", spec.name, {"results": str(results_file)})
+        suite_hash = sha256_file(Path(config.suite))
+        # Keyed by what produced it (artifact, suite, options); a re-run with the same inputs replaces it.
+        record = storage.write_record(key, stable_hash([exported.key, suite_hash, options.model_dump()]), report)
+        # The data version follows what the model said, not how fast: an unchanged model does not look new.
+        replies = [[c["id"], c["passed"], [t["reply"] for t in c["turns"]]] for c in report["conversations"]]
 
         latency = result.latency()
         return dg.MaterializeResult(
@@ -223,11 +243,12 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "ttft_ms": latency["ttft_ms"],
                 "itl_ms": latency["itl_ms"],
                 "summary": dg.MetadataValue.md(result.summary_markdown()),
-                "results": dg.MetadataValue.path(str(results_file)),
+                **record_metadata(record),
                 "golden": str(path),
                 **lease.metadata(),
             },
             check_results=judge_report(report),
+            data_version=dg.DataVersion(stable_hash(replies)),
         )
 
     return chat_smoke_eval

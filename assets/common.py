@@ -1,19 +1,41 @@
 """Small pieces every model-running asset shares."""
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from neuronforge.artifacts import read_manifest
+from neuronforge.records import StageRecord
 from neuronforge.registry import ModelSpec
 from resources.storage import StorageResource
 
+if TYPE_CHECKING:
+    from neuronforge.shards import ShardRun  # pyarrow: not at definitions load
 
-def current_artifact(storage: StorageResource, model: str) -> tuple[Path, dict[str, Any]]:
-    """The artifact folder the model's export asset last produced, and its manifest."""
-    artifact_dir = Path(storage.read_pointer("export", model)["artifact_dir"])
-    return artifact_dir, read_manifest(artifact_dir)
+
+def exported_artifact(
+    context: dg.AssetExecutionContext, storage: StorageResource, spec: ModelSpec
+) -> tuple[StageRecord, Path, dict[str, Any]]:
+    """The export this step reads (the record its upstream materialization named), its folder and manifest."""
+    record = storage.record_for(context, dg.AssetKey([spec.name, "export"]))
+    artifact_dir = record.path_of("artifact_dir")
+    return record, artifact_dir, read_manifest(artifact_dir)
+
+
+def upstream_records(
+    context: dg.AssetExecutionContext, storage: StorageResource, spec: ModelSpec
+) -> tuple[StageRecord, StageRecord]:
+    """The export and corpus records a corpus stage of `spec` encodes from."""
+    return (
+        storage.record_for(context, dg.AssetKey([spec.name, "export"])),
+        storage.record_for(context, dg.AssetKey("corpus")),
+    )
+
+
+def shard_record(out_dir: Path, run: "ShardRun") -> dict[str, Any]:
+    """What a corpus-encoding stage's record says of its shards (readers use exactly these, in this order)."""
+    return {"dir": str(out_dir), "shards": run.shards, "chunks": run.chunks, "documents": run.documents}
 
 
 def cores_needed(spec: ModelSpec, manifest: dict[str, Any]) -> int:

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from resources.corpus import CorpusResource
-from resources.storage import StorageResource
+from resources.storage import StorageResource, record_metadata
 
 
 @dg.asset(
@@ -43,10 +43,21 @@ def corpus(context: dg.AssetExecutionContext, storage: StorageResource, corpus: 
     judged = len(load_qrels(source, qrels_splits(source)[0])) if has_qrels else 0
     fingerprints = file_fingerprints(source)
     fingerprint = corpus_fingerprint(fingerprints=fingerprints)
-    storage.write_pointer("corpus", "default", {"path": str(source), "fingerprint": fingerprint, "files": fingerprints})
+    record = storage.write_record(
+        context.asset_key,
+        fingerprint,
+        {
+            "path": str(source),
+            "fingerprint": fingerprint,
+            "files": fingerprints,
+            "documents": report.documents,
+            "judged_queries": judged,
+        },
+    )
     bad = report.as_metadata()
     return dg.MaterializeResult(
         metadata={
+            **record_metadata(record),
             "path": dg.MetadataValue.path(str(source)),
             "documents": report.documents,
             "queries": queries,

@@ -1,14 +1,13 @@
 """corpus_embeddings: dense embeddings of every corpus chunk, through the model's exported artifact."""
 
-from pathlib import Path
-
 import dagster as dg
 
-from assets.common import after_upstream_passes, cores_needed, current_artifact, png_markdown
+from assets.common import after_upstream_passes, cores_needed, png_markdown, shard_record, upstream_records
+from neuronforge.artifacts import read_manifest, stable_hash
 from neuronforge.registry import ModelSpec
 from resources.corpus import CorpusResource
 from resources.devices import NeuronResource
-from resources.storage import StorageResource
+from resources.storage import StorageResource, record_metadata
 
 
 def norm_histogram(norms) -> str:
@@ -54,8 +53,9 @@ def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         from neuronforge.backends import load_encoder
         from neuronforge.shards import dense_matrix, dense_table, encode_shards, read_shards
 
-        artifact_dir, manifest = current_artifact(storage, spec.name)
-        source = Path(storage.read_pointer("corpus", "default")["path"])
+        exported, corpus_record = upstream_records(context, storage, spec)
+        artifact_dir, manifest = exported.path_of("artifact_dir"), read_manifest(exported.path_of("artifact_dir"))
+        source = corpus_record.path_of("path")
         out_dir = storage.stage_dir("corpus_embeddings", spec.name)
         holder = f"{spec.name}/corpus_embeddings run {context.run_id[:8]}"
         with neuron.lease(cores_needed(spec, manifest), holder=holder, log=context.log) as lease:
@@ -67,14 +67,26 @@ def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 manifest["compile_key"],
                 lambda chunks: dense_table(chunks, encoder.encode([c.input_text for c in chunks], truncate=False)),
                 context.log,
+                remove_stale=False,
             )
-        vectors = dense_matrix(read_shards(out_dir, ["vector"]))
+        vectors = dense_matrix(read_shards(out_dir, ["vector"], run.shards))
         norms = np.linalg.norm(vectors, axis=1)
-        storage.write_pointer(
-            "corpus_embeddings", spec.name, {"dir": str(out_dir), "compile_key": manifest["compile_key"]}
+        record = storage.write_record(
+            context.asset_key,
+            # Shard names hash the compile key and every chunk: the same content always gives the same record.
+            stable_hash([manifest["compile_key"], run.shards]),
+            {
+                **shard_record(out_dir, run),
+                "compile_key": manifest["compile_key"],
+                "artifact_dir": str(artifact_dir),
+                "corpus_fingerprint": corpus_record.key,
+                "source_path": exported["source_path"],
+            },
         )
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(record.key),
             metadata={
+                **record_metadata(record),
                 "dir": dg.MetadataValue.path(str(out_dir)),
                 "documents": run.documents,
                 "chunks": run.chunks,
@@ -98,25 +110,21 @@ def build_embeddings_checks(spec: ModelSpec) -> list[dg.AssetChecksDefinition]:
     key = dg.AssetKey([spec.name, "corpus_embeddings"])
 
     @dg.asset_check(asset=key, name="complete_and_finite", blocking=True)
-    def complete_and_finite(storage: StorageResource) -> dg.AssetCheckResult:
+    def complete_and_finite(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
         """One embedding per chunk listed, no NaN/inf, and unit norm when the model normalises."""
-        import json
-
         import numpy as np
 
-        from neuronforge.shards import SHARD_LIST, dense_matrix, read_shards
+        from neuronforge.shards import dense_matrix, read_shards
 
-        out_dir = Path(storage.read_pointer("corpus_embeddings", spec.name)["dir"])
-        listed = json.loads((out_dir / SHARD_LIST).read_text())["chunks"]
-        table = read_shards(out_dir, ["chunk_id", "vector"])
+        record = storage.record_for(context, key)
+        listed = record["chunks"]
+        table = read_shards(record.path_of("dir"), ["chunk_id", "vector"], record["shards"])
         vectors = dense_matrix(table)
         unique_ids = len(set(table.column("chunk_id").to_pylist()))
         finite = bool(np.isfinite(vectors).all())
         norms = np.linalg.norm(vectors, axis=1)
-        source = storage.read_pointer("source_model", spec.name)["path"]
-        normalises = (Path(source) / "modules.json").is_file() and "Normalize" in (
-            Path(source) / "modules.json"
-        ).read_text()
+        modules = record.path_of("source_path") / "modules.json"
+        normalises = modules.is_file() and "Normalize" in modules.read_text()
         unit = bool(np.allclose(norms, 1.0, atol=1e-3)) if normalises else True
         return dg.AssetCheckResult(
             passed=table.num_rows == listed == unique_ids and finite and unit,
@@ -127,6 +135,7 @@ def build_embeddings_checks(spec: ModelSpec) -> list[dg.AssetChecksDefinition]:
                 "finite": finite,
                 "model_normalises": normalises,
                 "max_norm_error": float(np.abs(norms - 1).max()) if norms.size else 0.0,
+                "record_key": record.key,
             },
         )
 

@@ -1,6 +1,5 @@
 """export: compile or export each model to a static-shape artifact with a manifest (neuron | onnx | torch)."""
 
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -10,7 +9,7 @@ from neuronforge.registry import ModelSpec
 from neuronforge.sources import ResolvedModel
 from resources.backends import BackendResource
 from resources.devices import NeuronResource
-from resources.storage import StorageResource
+from resources.storage import StorageResource, record_metadata
 
 
 def manifest_markdown(manifest: dict[str, Any]) -> str:
@@ -38,8 +37,8 @@ def build_export_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         backends: BackendResource,
         neuron: NeuronResource,
     ):
-        source = storage.read_pointer("source_model", spec.name)
-        model = ResolvedModel(spec.name, Path(source["path"]), source["revision"], spec.source, spec.base_model)
+        source = storage.record_for(context, dg.AssetKey([spec.name, "source_model"]))
+        model = ResolvedModel(spec.name, source.path_of("path"), source["revision"], spec.source, spec.base_model)
         backend = backends.for_model(spec)
         # Only a Neuron compile/run needs the model's cores; other backends take a single slot.
         cores = spec.tensor_parallel_size if backend.name == "neuron" else 1
@@ -47,14 +46,22 @@ def build_export_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             artifact_dir, manifest, reused = export_artifact(
                 spec, model, backend, storage.path("artifacts", spec.name), context.log
             )
-        storage.write_pointer(
-            "export",
-            spec.name,
-            {"artifact_dir": str(artifact_dir), "compile_key": manifest["compile_key"], "backend": backend.name},
+        record = storage.write_record(
+            context.asset_key,
+            manifest["compile_key"],
+            {
+                "artifact_dir": str(artifact_dir),
+                "compile_key": manifest["compile_key"],
+                "backend": backend.name,
+                "format": manifest["format"],
+                "source_path": str(model.path),
+                "source_revision": model.revision,
+            },
         )
         size = sum(p.stat().st_size for p in artifact_dir.rglob("*") if p.is_file())
         return dg.MaterializeResult(
             metadata={
+                **record_metadata(record),
                 "artifact_dir": dg.MetadataValue.path(str(artifact_dir)),
                 "compile_key": manifest["compile_key"],
                 "backend": backend.name,
@@ -66,7 +73,7 @@ def build_export_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "manifest": dg.MetadataValue.md(manifest_markdown(manifest)),
                 **lease.metadata(),
             },
-            # The compile key is the data version: downstream publish/embedding runs go stale when it changes.
+            # The compile key (= the record key) is the data version: downstream stages go stale when it changes.
             data_version=dg.DataVersion(manifest["compile_key"]),
         )
 
@@ -84,22 +91,25 @@ def build_export_checks(spec: ModelSpec) -> list[dg.AssetChecksDefinition]:
         description="The artifact's outputs equal the plain sentence-transformers library's on mixed-length texts "
         "(cosine >= 0.9999 for fp32, mean >= 0.98 for int8).",
     )
-    def matches_reference(storage: StorageResource) -> dg.AssetCheckResult:
+    def matches_reference(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
         from neuronforge.artifacts import read_manifest
         from neuronforge.backends import neuron_available
 
-        pointer = storage.read_pointer("export", spec.name)
-        manifest = read_manifest(Path(pointer["artifact_dir"]))
+        # The artifact this run exported (a check judges its own run's output, whatever ran since).
+        record = storage.record_for(context, dg.AssetKey([spec.name, "export"]))
+        artifact_dir = record.path_of("artifact_dir")
+        manifest = read_manifest(artifact_dir)
         if manifest["backend"] == "neuron" and not neuron_available():
             return dg.AssetCheckResult(
                 passed=True,
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={"not_run": "compiled on a host without a Neuron device; run the check on an inf2/trn1 host"},
             )
-        source = storage.read_pointer("source_model", spec.name)
-        scores = parity(Path(pointer["artifact_dir"]), Path(source["path"]), spec.kind, spec.sequence_length)
+        scores = parity(artifact_dir, record.path_of("source_path"), spec.kind, spec.sequence_length)
         int8 = manifest["format"].endswith("int8")
         passed = scores["mean_cosine"] >= 0.98 if int8 else scores["min_cosine"] >= 0.9999
-        return dg.AssetCheckResult(passed=passed, metadata={**scores, "format": manifest["format"]})
+        return dg.AssetCheckResult(
+            passed=passed, metadata={**scores, "format": manifest["format"], "compile_key": record.key}
+        )
 
     return [matches_reference]

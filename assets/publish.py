@@ -1,14 +1,12 @@
 """publish: upload each exported artifact, with a generated model card, to a Hugging Face Hub repository."""
 
-from pathlib import Path
-
 import dagster as dg
 
 from assets.common import after_upstream_passes
 from neuronforge.publish import PublishResult
 from neuronforge.registry import ModelSpec
 from resources.hub import HubResource
-from resources.storage import StorageResource
+from resources.storage import StorageResource, record_metadata
 
 
 def publish_metadata(result: PublishResult) -> dict[str, object]:
@@ -42,13 +40,16 @@ def build_publish_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         tags={"model_kind": spec.kind},
     )
     def publish(context: dg.AssetExecutionContext, storage: StorageResource, hub: HubResource):
-        pointer = storage.read_pointer("export", spec.name)
-        result = hub.publish(Path(pointer["artifact_dir"]), model_name=spec.name, log=context.log)
-        storage.write_pointer(
-            "publish",
-            spec.name,
+        exported = storage.record_for(context, dg.AssetKey([spec.name, "export"]))
+        result = hub.publish(exported.path_of("artifact_dir"), model_name=spec.name, log=context.log)
+        record = storage.write_record(
+            context.asset_key,
+            exported.key,
             {"repo_id": result.repo_id, "commit_sha": result.commit_sha, "tag": result.tag, "url": result.repo_url},
         )
-        return dg.MaterializeResult(metadata=publish_metadata(result), data_version=dg.DataVersion(result.commit_sha))
+        return dg.MaterializeResult(
+            metadata={**publish_metadata(result), **record_metadata(record)},
+            data_version=dg.DataVersion(result.commit_sha),
+        )
 
     return publish

@@ -1,14 +1,14 @@
 """retrieval_eval: nDCG@10, Recall@100 and MRR@10 of dense, sparse and hybrid retrieval over the corpus's qrels."""
 
 import time
-from pathlib import Path
 
 import dagster as dg
 
 from assets.common import after_upstream_passes, markdown_table
+from neuronforge.artifacts import stable_hash
 from neuronforge.registry import Registry
 from resources.corpus import CorpusResource
-from resources.storage import StorageResource
+from resources.storage import StorageResource, record_metadata
 
 
 def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
@@ -30,16 +30,31 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
         "fusion, scored on the corpus's judged queries.",
     )
     def retrieval_eval(context: dg.AssetExecutionContext, storage: StorageResource):
-        from neuronforge.artifacts import write_json_atomic
         from neuronforge.corpus import load_qrels, load_queries, qrels_splits
         from neuronforge.retrieval import evaluate, reciprocal_rank_fusion
         from neuronforge.search import Searcher
 
-        source = Path(storage.read_pointer("corpus", "default")["path"])
+        # Exactly the outputs this run's upstream materializations named, not whatever finished last.
+        corpus_record = storage.record_for(context, dg.AssetKey("corpus"))
+        inputs = {f"dense:{n}": storage.record_for(context, dg.AssetKey([n, "corpus_embeddings"])) for n in dense}
+        inputs |= {f"sparse:{n}": storage.record_for(context, dg.AssetKey([n, "sparse_index"])) for n in sparse}
+        key = stable_hash([corpus_record.key, {system: record.key for system, record in inputs.items()}])
+        scored = {system: {"record_key": r.key, "compile_key": r["compile_key"]} for system, r in inputs.items()}
+        source = corpus_record.path_of("path")
         splits = qrels_splits(source) if source.is_dir() else []
         if not splits:
-            context.log.warning(f"{source} has no qrels: nothing to evaluate")
-            return dg.MaterializeResult(metadata={"evaluated": False, "reason": "corpus has no qrels"})
+            # Recorded, so the check judges this corpus ("not evaluated"), never an earlier corpus's results.
+            reason = f"{source} has no qrels (relevance judgements): nothing to evaluate"
+            context.log.warning(reason)
+            record = storage.write_record(
+                context.asset_key,
+                key,
+                {"evaluated": False, "reason": reason, "corpus_fingerprint": corpus_record.key, "inputs": scored},
+            )
+            return dg.MaterializeResult(
+                data_version=dg.DataVersion(record.key),
+                metadata={**record_metadata(record), "evaluated": False, "reason": reason},
+            )
         qrels = load_qrels(source, "test" if "test" in splits else splits[0])
         queries = {qid: text for qid, text in load_queries(source).items() if qid in qrels}
         qids, texts = list(queries), list(queries.values())
@@ -47,24 +62,33 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
         runs: dict[str, dict] = {}
         for name in dense:
             started = time.perf_counter()
-            runs[f"dense:{name}"] = Searcher(storage.base, dense_model=name).dense(texts, 100, qids)
+            runs[f"dense:{name}"] = Searcher(dense=inputs[f"dense:{name}"]).dense(texts, 100, qids)
             context.log.info(f"dense {name}: {len(qids)} queries in {time.perf_counter() - started:.1f}s")
         for name in sparse:
-            searcher = Searcher(storage.base, sparse_model=name)
-            runs[f"sparse:{name}"] = searcher.sparse(texts, 100, qids)
+            runs[f"sparse:{name}"] = Searcher(sparse=inputs[f"sparse:{name}"]).sparse(texts, 100, qids)
         for d in dense:
             for s in sparse:
                 runs[f"hybrid:{d}+{s}"] = reciprocal_rank_fusion([runs[f"dense:{d}"], runs[f"sparse:{s}"]], top=100)
         for system, run in runs.items():
             results[system] = evaluate(run, qrels)
-        out = storage.stage_dir("retrieval_eval", "default") / "results.json"
-        write_json_atomic(out, {"corpus": str(source), "queries": len(qids), "results": results})
-        storage.write_pointer("retrieval_eval", "default", {"results": str(out)})
+        record = storage.write_record(
+            context.asset_key,
+            key,
+            {
+                "evaluated": True,
+                "corpus": str(source),
+                "corpus_fingerprint": corpus_record.key,
+                "queries": len(qids),
+                "results": results,
+                "inputs": scored,
+            },
+        )
         rows = [
             [system, f"{m['ndcg@10']:.4f}", f"{m['recall@100']:.4f}", f"{m['mrr@10']:.4f}", m["queries"]]
             for system, m in results.items()
         ]
         metadata = {
+            **record_metadata(record),
             "queries": len(qids),
             "results": dg.MetadataValue.md(
                 markdown_table(["system", "nDCG@10", "Recall@100", "MRR@10", "queries"], rows)
@@ -72,18 +96,32 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
         }
         for system, m in results.items():
             metadata[f"ndcg@10 {system.split(':')[0]}:{system.split(':', 1)[1]}"] = round(m["ndcg@10"], 4)
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(record.key))
 
     @dg.asset_check(asset=retrieval_eval, name="ndcg_above_floor")
-    def ndcg_above_floor(storage: StorageResource, corpus: CorpusResource) -> dg.AssetCheckResult:
+    def ndcg_above_floor(
+        context: dg.AssetCheckExecutionContext, storage: StorageResource, corpus: CorpusResource
+    ) -> dg.AssetCheckResult:
         """Every system's nDCG@10 is at least CorpusResource.ndcg_floor."""
-        import json
-
-        results = json.loads(Path(storage.read_pointer("retrieval_eval", "default")["results"]).read_text())["results"]
+        record = storage.record_for(context, dg.AssetKey("retrieval_eval"))
+        if not record["evaluated"]:
+            # A check that could not run does not pass.
+            return dg.AssetCheckResult(
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"Not evaluated: {record['reason']}.",
+                metadata={"evaluated": False, "reason": record["reason"], "record_key": record.key},
+            )
+        results = record["results"]
         below = {s: round(m["ndcg@10"], 4) for s, m in results.items() if m["ndcg@10"] < corpus.ndcg_floor}
         return dg.AssetCheckResult(
             passed=not below,
-            metadata={"floor": corpus.ndcg_floor, "below_floor": dg.MetadataValue.json(below), "systems": len(results)},
+            metadata={
+                "floor": corpus.ndcg_floor,
+                "below_floor": dg.MetadataValue.json(below),
+                "systems": len(results),
+                "record_key": record.key,
+            },
         )
 
     return [retrieval_eval], [ndcg_above_floor]

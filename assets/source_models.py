@@ -9,7 +9,7 @@ import dagster as dg
 from neuronforge.artifacts import stable_hash
 from neuronforge.registry import ModelSpec
 from resources.hub import HubResource
-from resources.storage import StorageResource
+from resources.storage import StorageResource, record_metadata
 
 
 def folder_summary(path: Path) -> dict[str, object]:
@@ -40,13 +40,14 @@ def build_source_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         # Sources come from HF_ENDPOINT (huggingface_hub's own setting), read now rather than at import.
         resolved = resolve(spec, endpoint=os.environ.get("HF_ENDPOINT"), token=hub.token)
         context.log.info(f"{spec.name}: {spec.source} resolved to {resolved.path} at {resolved.revision}")
-        storage.write_pointer(
-            "source_model",
-            spec.name,
+        record = storage.write_record(
+            context.asset_key,
+            stable_hash({"source": spec.source, "revision": resolved.revision}),
             {"path": str(resolved.path), "revision": resolved.revision, "source": spec.source},
         )
         return dg.MaterializeResult(
             metadata={
+                **record_metadata(record),
                 "path": dg.MetadataValue.path(str(resolved.path)),
                 "revision": resolved.revision,
                 "source": spec.source,

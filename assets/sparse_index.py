@@ -1,15 +1,15 @@
 """sparse_index: SPLADE activations of every corpus chunk, as an inverted index with exact top-k search."""
 
 import time
-from pathlib import Path
 
 import dagster as dg
 
-from assets.common import after_upstream_passes, cores_needed, current_artifact, markdown_table
+from assets.common import after_upstream_passes, cores_needed, markdown_table, shard_record, upstream_records
+from neuronforge.artifacts import read_manifest, stable_hash
 from neuronforge.registry import ModelSpec
 from resources.corpus import CorpusResource
 from resources.devices import NeuronResource
-from resources.storage import StorageResource
+from resources.storage import StorageResource, record_metadata
 
 CHECK_QUERIES = 25
 
@@ -34,11 +34,12 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     ):
         from neuronforge.backends import load_encoder
         from neuronforge.shards import encode_shards, read_shards, sparse_matrix, sparse_table
-        from neuronforge.sparse_index import SparseIndex, sparsity_stats, to_csr, top_tokens
+        from neuronforge.sparse_index import FORMAT_VERSION, SparseIndex, sparsity_stats, to_csr, top_tokens
 
-        artifact_dir, manifest = current_artifact(storage, spec.name)
+        exported, corpus_record = upstream_records(context, storage, spec)
+        artifact_dir, manifest = exported.path_of("artifact_dir"), read_manifest(exported.path_of("artifact_dir"))
         vocab = int(manifest["dimension"])
-        source = Path(storage.read_pointer("corpus", "default")["path"])
+        source = corpus_record.path_of("path")
         shard_dir = storage.stage_dir("sparse_index", spec.name) / "shards"
         holder = f"{spec.name}/sparse_index run {context.run_id[:8]}"
         with neuron.lease(cores_needed(spec, manifest), holder=holder, log=context.log) as lease:
@@ -49,20 +50,28 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 return sparse_table(chunks, to_csr(activations, encoder.max_active_dims))
 
             shards = corpus.plan_shards(source, encoder.tokenizer, encoder.sequence_length)
-            run = encode_shards(shards, shard_dir, manifest["compile_key"], encode, context.log)
+            run = encode_shards(shards, shard_dir, manifest["compile_key"], encode, context.log, remove_stale=False)
 
         started = time.perf_counter()
-        table = read_shards(shard_dir, ["doc_id", "term_ids", "weights"])
+        table = read_shards(shard_dir, ["doc_id", "term_ids", "weights"], run.shards)
         matrix = sparse_matrix(table, vocab)
         index = SparseIndex.build(matrix, table.column("doc_id").to_pylist(), vocab)
-        index_dir = storage.stage_dir("sparse_index", spec.name) / "index"
+        # Shard names hash the compile key and every chunk: the same content gives the same record (and folder).
+        key = stable_hash([manifest["compile_key"], run.shards, FORMAT_VERSION])
+        index_dir = storage.stage_dir("sparse_index", spec.name) / f"index-{key}"
         index.save(index_dir, extra_meta={"model": spec.name, "compile_key": manifest["compile_key"]})
         build_s = time.perf_counter() - started
         size = sum(p.stat().st_size for p in index_dir.iterdir())
-        storage.write_pointer(
-            "sparse_index",
-            spec.name,
-            {"index_dir": str(index_dir), "shard_dir": str(shard_dir), "compile_key": manifest["compile_key"]},
+        record = storage.write_record(
+            context.asset_key,
+            key,
+            {
+                **shard_record(shard_dir, run),
+                "index_dir": str(index_dir),
+                "compile_key": manifest["compile_key"],
+                "artifact_dir": str(artifact_dir),
+                "corpus_fingerprint": corpus_record.key,
+            },
         )
         stats = sparsity_stats(matrix, vocab)
         examples = [
@@ -70,7 +79,9 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             for row, doc in list(enumerate(table.column("doc_id").to_pylist()))[:: max(1, matrix.shape[0] // 5)][:5]
         ]
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(record.key),
             metadata={
+                **record_metadata(record),
                 "index_dir": dg.MetadataValue.path(str(index_dir)),
                 "documents": index.n_docs,
                 "chunks": run.chunks,
@@ -94,16 +105,16 @@ def build_sparse_index_checks(spec: ModelSpec) -> list[dg.AssetChecksDefinition]
     key = dg.AssetKey([spec.name, "sparse_index"])
 
     @dg.asset_check(asset=key, name="exact_top_k", blocking=True)
-    def exact_top_k(storage: StorageResource) -> dg.AssetCheckResult:
+    def exact_top_k(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
         """For sample queries (rows of the index itself), index top-10 equals brute-force scoring over all chunks."""
         import numpy as np
 
         from neuronforge.shards import read_shards, sparse_matrix
         from neuronforge.sparse_index import SparseIndex, brute_force_search
 
-        pointer = storage.read_pointer("sparse_index", spec.name)
-        index = SparseIndex.load(Path(pointer["index_dir"]))
-        table = read_shards(Path(pointer["shard_dir"]), ["doc_id", "term_ids", "weights"])
+        record = storage.record_for(context, key)
+        index = SparseIndex.load(record.path_of("index_dir"))
+        table = read_shards(record.path_of("dir"), ["doc_id", "term_ids", "weights"], record["shards"])
         matrix = sparse_matrix(table, index.vocab_size)
         doc_ids = table.column("doc_id").to_pylist()
         rows = np.linspace(0, matrix.shape[0] - 1, num=min(CHECK_QUERIES, matrix.shape[0]), dtype=int)
@@ -118,7 +129,11 @@ def build_sparse_index_checks(spec: ModelSpec) -> list[dg.AssetChecksDefinition]
                 mismatches.append(int(row))
         return dg.AssetCheckResult(
             passed=not mismatches,
-            metadata={"queries_checked": len(rows), "mismatched_queries": dg.MetadataValue.json(mismatches)},
+            metadata={
+                "queries_checked": len(rows),
+                "mismatched_queries": dg.MetadataValue.json(mismatches),
+                "record_key": record.key,
+            },
         )
 
     return [exact_top_k]

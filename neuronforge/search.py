@@ -2,8 +2,8 @@
 
     neuronforge-search "how do I parse json" --mode hybrid -k 5
 
-Reads the stage pointers under the data directory (NEURONFORGE_HOME), so it always uses what the pipeline last
-produced, through the same exported artifacts (and backends) the pipeline used.
+Reads the current stage records under the data directory (NEURONFORGE_HOME), so it always uses what the pipeline
+last produced, through the same exported artifacts (and backends) the pipeline used.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from neuronforge.records import RecordMissingError, RecordStore, StageRecord
 from neuronforge.retrieval import dense_search, reciprocal_rank_fusion, run_from_results
 
 Run = dict[str, dict[str, float]]
@@ -27,45 +28,48 @@ class SearchError(RuntimeError):
     """Nothing to search yet, or an unknown model."""
 
 
-def _pointer(root: Path, stage: str, name: str) -> dict[str, Any]:
-    path = root / "pointers" / stage / f"{name}.json"
-    if not path.is_file():
-        raise SearchError(f"no {stage} for {name!r} under {root}; run `make run` (or materialize {name}/{stage})")
-    return json.loads(path.read_text())
-
-
-def _models_with(root: Path, stage: str) -> list[str]:
-    return sorted(p.stem for p in (root / "pointers" / stage).glob("*.json"))
-
-
 class Searcher:
-    """Query → top-k document ids over the latest dense embeddings and/or sparse index."""
+    """Query → top-k document ids over one dense embeddings record and/or one sparse index record.
 
-    def __init__(self, root: Path | None = None, *, dense_model: str | None = None, sparse_model: str | None = None):
-        from neuronforge.paths import data_dir
+    `Searcher(dense=record, sparse=record)` searches exactly those outputs (the retrieval evaluation passes the records
+    its upstream materializations named); `Searcher.current(root)` takes each stage's current record (the CLI).
+    """
 
-        self.root = Path(root) if root else data_dir()
-        dense = _models_with(self.root, "corpus_embeddings")
-        sparse = _models_with(self.root, "sparse_index")
-        self.dense_model = dense_model or (dense[0] if dense else None)
-        self.sparse_model = sparse_model or (sparse[0] if sparse else None)
+    def __init__(self, *, dense: StageRecord | None = None, sparse: StageRecord | None = None):
+        self.dense_record = dense
+        self.sparse_record = sparse
         self._dense: tuple[Any, list[str], np.ndarray] | None = None
         self._sparse: tuple[Any, Any] | None = None
         self._snippets: dict[str, str] | None = None
 
-    def _artifact(self, model: str) -> Path:
-        return Path(_pointer(self.root, "export", model)["artifact_dir"])
+    @classmethod
+    def current(
+        cls, root: Path | None = None, *, dense_model: str | None = None, sparse_model: str | None = None
+    ) -> Searcher:
+        """The latest finished embeddings and sparse index under `root` (default: the data directory)."""
+        from neuronforge.paths import data_dir
+
+        store = RecordStore(Path(root) if root else data_dir())
+        dense_model = dense_model or next(iter(store.names("corpus_embeddings")), None)
+        sparse_model = sparse_model or next(iter(store.names("sparse_index")), None)
+        try:
+            dense = store.current("corpus_embeddings", dense_model) if dense_model else None
+            sparse = store.current("sparse_index", sparse_model) if sparse_model else None
+        except RecordMissingError as exc:
+            raise SearchError(str(exc)) from exc
+        return cls(dense=dense, sparse=sparse)
 
     def _load_dense(self) -> tuple[Any, list[str], np.ndarray]:
         if self._dense is None:
-            if self.dense_model is None:
-                raise SearchError(f"no dense corpus_embeddings under {self.root}; run `make run` first")
+            record = self.dense_record
+            if record is None:
+                raise SearchError("no dense corpus_embeddings to search; materialize a dense model's corpus_embeddings")
             from neuronforge.backends import load_encoder
             from neuronforge.shards import dense_matrix, read_shards
 
-            table = read_shards(Path(_pointer(self.root, "corpus_embeddings", self.dense_model)["dir"]))
+            table = read_shards(record.path_of("dir"), None, record["shards"])
             self._dense = (
-                load_encoder(self._artifact(self.dense_model)),
+                load_encoder(record.path_of("artifact_dir")),
                 table.column("doc_id").to_pylist(),
                 dense_matrix(table),
             )
@@ -73,16 +77,13 @@ class Searcher:
 
     def _load_sparse(self) -> tuple[Any, Any]:
         if self._sparse is None:
-            if self.sparse_model is None:
-                raise SearchError(f"no sparse_index under {self.root}; run `make run` first")
+            record = self.sparse_record
+            if record is None:
+                raise SearchError("no sparse_index to search; materialize a sparse model's sparse_index")
             from neuronforge.backends import load_encoder
             from neuronforge.sparse_index import SparseIndex
 
-            pointer = _pointer(self.root, "sparse_index", self.sparse_model)
-            self._sparse = (
-                load_encoder(self._artifact(self.sparse_model)),
-                SparseIndex.load(Path(pointer["index_dir"])),
-            )
+            self._sparse = (load_encoder(record.path_of("artifact_dir")), SparseIndex.load(record.path_of("index_dir")))
         return self._sparse
 
     def dense(self, queries: Sequence[str], k: int = 10, query_ids: Sequence[str] | None = None) -> Run:
@@ -114,11 +115,10 @@ class Searcher:
         if self._snippets is None:
             from neuronforge.shards import read_shards
 
-            if self.dense_model:
-                shard_dir = Path(_pointer(self.root, "corpus_embeddings", self.dense_model)["dir"])
-            else:
-                shard_dir = Path(_pointer(self.root, "sparse_index", self.sparse_model or "")["shard_dir"])
-            table = read_shards(shard_dir, ["doc_id", "chunk_index", "text"])
+            record = self.dense_record or self.sparse_record
+            if record is None:
+                raise SearchError("nothing to search: no corpus_embeddings or sparse_index has been materialized")
+            table = read_shards(record.path_of("dir"), ["doc_id", "chunk_index", "text"], record["shards"])
             self._snippets = {}
             columns = (table.column(c).to_pylist() for c in ("doc_id", "chunk_index", "text"))
             for doc, index, text in zip(*columns, strict=True):
@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     try:
-        searcher = Searcher(args.data_dir, dense_model=args.dense_model, sparse_model=args.sparse_model)
+        searcher = Searcher.current(args.data_dir, dense_model=args.dense_model, sparse_model=args.sparse_model)
         hits = searcher.search(args.query, args.mode, args.k)
     except SearchError as exc:
         print(f"neuronforge-search: {exc}", file=sys.stderr)

@@ -123,8 +123,11 @@ def encode_shards(
     key: str,
     encode: Callable[[list[Chunk]], pa.Table],
     log: logging.Logger | None = None,
+    *,
+    remove_stale: bool = True,
 ) -> ShardRun:
-    """Encode every shard not already on disk; then list the current shards and drop stale ones."""
+    """Encode every shard not already on disk; then list the current shards and (unless `remove_stale` is off) drop
+    the others. Stages whose records name their shards keep the others: another record may still name them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run = ShardRun()
     docs_seen: set[str] = set()
@@ -148,21 +151,22 @@ def encode_shards(
     run.documents = len(docs_seen)
     write_json_atomic(out_dir / SHARD_LIST, {"key": key, "shards": run.shards, "chunks": run.chunks})
     current = set(run.shards)
-    for stale in out_dir.glob("shard-*.parquet"):
+    for stale in out_dir.glob("shard-*.parquet") if remove_stale else ():
         if stale.name not in current:
             stale.unlink()
             run.removed_stale += 1
     return run
 
 
-def read_shards(out_dir: Path, columns: list[str] | None = None) -> pa.Table:
-    """The current shards, in order, as one table."""
+def read_shards(out_dir: Path, columns: list[str] | None = None, names: Iterable[str] | None = None) -> pa.Table:
+    """The shards `names` (default: the last run's list, shards.json), in order, as one table."""
     import json
 
-    listing = out_dir / SHARD_LIST
-    if not listing.is_file():
-        raise FileNotFoundError(f"{out_dir} has no {SHARD_LIST}: the encoding stage has not finished there yet")
-    names = json.loads(listing.read_text())["shards"]
+    if names is None:
+        listing = out_dir / SHARD_LIST
+        if not listing.is_file():
+            raise FileNotFoundError(f"{out_dir} has no {SHARD_LIST}: the encoding stage has not finished there yet")
+        names = json.loads(listing.read_text())["shards"]
     tables = [pq.read_table(out_dir / name, columns=columns) for name in names]
     return pa.concat_tables(tables) if tables else pa.table({})
 

@@ -12,7 +12,7 @@ import functools
 import dagster as dg
 
 from neuronforge.registry import ModelSpec, Registry
-from resources.storage import PointerMissingError, StorageResource
+from resources.storage import StorageResource
 
 RECOMPILE_JOB = "recompile_models"
 CORPUS_REFRESH_JOB = "corpus_refresh"
@@ -35,11 +35,7 @@ def recompile_keys(spec: ModelSpec, *, include_source: bool = True) -> list[dg.A
 
 
 def has_export(storage: StorageResource, name: str) -> bool:
-    try:
-        storage.read_pointer("export", name)
-    except PointerMissingError:
-        return False
-    return True
+    return storage.current_record(dg.AssetKey([name, "export"])) is not None
 
 
 def corpus_refresh_keys(registry: Registry, storage: StorageResource) -> tuple[list[dg.AssetKey], list[str]]:

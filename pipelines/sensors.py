@@ -9,7 +9,7 @@
 
 All but the automation sensor start STOPPED: an operator turns them on in the UI (docs/operations.md). Each keeps a
 JSON cursor of what it already requested, and each run request carries a run_key (the new compile key, or the corpus
-fingerprint), so one change triggers one run. Ticks stay cheap: a Hub `model_info` call, JSON pointers and manifests,
+fingerprint), so one change triggers one run. Ticks stay cheap: a Hub `model_info` call, stage records and manifests,
 package metadata and file stats; never torch.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -27,11 +26,12 @@ from neuronforge.artifacts import ManifestError, read_manifest, stable_hash
 from neuronforge.backends import Backend, get_backend
 from neuronforge.drift import COMMIT_SHA, describe_versions, registry_drift, spec_changes, toolchain_changes
 from neuronforge.export import export_key
+from neuronforge.records import StageRecord
 from neuronforge.registry import ModelSpec, Registry, RegistryError, load_registry
 from pipelines.jobs import corpus_refresh_job, corpus_refresh_keys, recompile_job, recompile_keys
 from resources.backends import BackendResource
 from resources.corpus import CorpusResource
-from resources.storage import PointerMissingError, StorageResource
+from resources.storage import StorageResource
 
 HUB_TIMEOUT_S = 10.0
 TRIGGER_TAG = "neuronforge/trigger"
@@ -61,11 +61,9 @@ def dump_cursor(data: Mapping[str, Any]) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-def read_pointer_or_none(storage: StorageResource, stage: str, name: str) -> dict[str, Any] | None:
-    try:
-        return storage.read_pointer(stage, name)
-    except PointerMissingError:
-        return None
+def current_record(storage: StorageResource, name: str, stage: str) -> StageRecord | None:
+    """The last finished output of `<name>/<stage>` (a sensor has no run to follow)."""
+    return storage.current_record(dg.AssetKey([name, stage] if name != "default" else [stage]))
 
 
 def finish(
@@ -91,13 +89,13 @@ def sensor_backend(spec: ModelSpec, backends: BackendResource, last_backend: str
 
 
 def last_compiled_revision(instance: dg.DagsterInstance, storage: StorageResource, name: str) -> str | None:
-    """The revision of the model's latest source_model materialization (or, without one, its pointer)."""
+    """The revision of the model's latest source_model materialization (or, without one, its current record)."""
     event = instance.get_latest_materialization_event(dg.AssetKey([name, "source_model"]))
     materialization = event.asset_materialization if event else None
     if materialization is not None and "revision" in materialization.metadata:
         return str(materialization.metadata["revision"].value)
-    pointer = read_pointer_or_none(storage, "source_model", name)
-    return str(pointer["revision"]) if pointer and pointer.get("revision") else None
+    record = current_record(storage, name, "source_model")
+    return str(record["revision"]) if record and record.get("revision") else None
 
 
 def hub_revision(repo_id: str, revision: str, endpoint: str | None) -> str:
@@ -159,8 +157,9 @@ def build_upstream_revision_sensor(registry: Registry) -> dg.SensorDefinition:
             if requested.get(spec.name) == sha:
                 notes.append(f"{spec.name}: recompile at {sha[:12]} already requested")
                 continue
-            last_export = read_pointer_or_none(storage, "export", spec.name) or {}
-            key = export_key(spec, sha, sensor_backend(spec, backends, last_export.get("backend")))
+            last_export = current_record(storage, spec.name, "export")
+            last_backend = last_export.get("backend") if last_export else None
+            key = export_key(spec, sha, sensor_backend(spec, backends, last_backend))
             context.log.info(
                 f"{spec.name}: {spec.source_id}@{spec.revision} moved {compiled[:12]} → {sha[:12]}; "
                 f"requesting a recompile (compile key {key})"
@@ -199,11 +198,11 @@ def build_toolchain_sensor(registry: Registry) -> dg.SensorDefinition:
         run_requests: list[dg.RunRequest] = []
         notes: list[str] = []
         for spec in registry.models:
-            pointer = read_pointer_or_none(storage, "export", spec.name)
-            if pointer is None:
+            exported = current_record(storage, spec.name, "export")
+            if exported is None:
                 continue  # nothing compiled yet, so nothing compiled with an older toolchain
             try:
-                manifest = read_manifest(Path(pointer["artifact_dir"]))
+                manifest = read_manifest(exported.path_of("artifact_dir"))
                 backend = sensor_backend(spec, backends, manifest.get("backend"))
             except (ManifestError, ImportError, ValueError) as exc:
                 context.log.warning(f"{spec.name}: cannot compare toolchains: {exc}")
@@ -268,12 +267,12 @@ def build_models_yaml_sensor(registry: Registry) -> dg.SensorDefinition:
 
         # 2. The loaded specs against their last exports: those are the runs this code location can launch.
         for spec in registry.models:
-            pointer = read_pointer_or_none(storage, "export", spec.name)
-            if pointer is None:
+            exported = current_record(storage, spec.name, "export")
+            if exported is None:
                 key, reason = f"{spec.name}-first-build-{stable_hash(spec.to_dict())}", "never exported"
             else:
                 try:
-                    manifest = read_manifest(Path(pointer["artifact_dir"]))
+                    manifest = read_manifest(exported.path_of("artifact_dir"))
                     backend = sensor_backend(spec, backends, manifest.get("backend"))
                 except (ManifestError, ImportError, ValueError) as exc:
                     context.log.warning(f"{spec.name}: cannot compare with the last export: {exc}")
@@ -337,9 +336,9 @@ def build_corpus_sensor(registry: Registry) -> dg.SensorDefinition:
 
         fingerprints = file_fingerprints(source)
         fingerprint = corpus_fingerprint(fingerprints=fingerprints)
-        pointer = read_pointer_or_none(storage, "corpus", "default") or {}
+        last = current_record(storage, "default", "corpus")
         # A build from another source (CorpusResource.source was changed) counts as nothing built.
-        built = (pointer.get("files") or {}) if pointer.get("path") == str(source) else {}
+        built = (last.get("files") or {}) if last and last.get("path") == str(source) else {}
         diff = changed_files(built, fingerprints)
         if not any(diff.values()):
             return dg.SensorResult(skip_reason=f"{source} matches the last corpus build", cursor=dump_cursor(cursor))

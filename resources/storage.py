@@ -1,25 +1,52 @@
-"""Where stage outputs live on disk, and the pointers that tell the next stage (and the CLI) which one is current.
+"""Where stage outputs live on disk, and the stage records that say which output each materialization produced.
 
 Layout under the data directory (NEURONFORGE_HOME, default .neuronforge/):
   artifacts/<model>/<compile_key>/   exported artifact folders (immutable once written)
   stages/<stage>/<name>/             other stage outputs (embeddings, index, eval results)
-  pointers/<stage>/<name>.json       the current output of a stage, replaced atomically when the stage finishes
+  records/<stage>/<name>/<key>.json  one record per output (neuronforge/records.py); the materialization names it
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from neuronforge.artifacts import write_json_atomic
 from neuronforge.paths import data_dir
+from neuronforge.records import RecordMissingError, RecordStore, StageRecord, asset_name
+
+RECORD_KEY = "record_key"  # the materialization metadata entry that names the asset's record
 
 
-class PointerMissingError(LookupError):
-    """A stage's input has not been materialized yet."""
+def record_ref(asset_key: dg.AssetKey) -> tuple[str, str]:
+    """(stage, name) of an asset's records: `<model>/<stage>` → (stage, model); a one-part key → (key, "default")."""
+    *name, stage = asset_key.path
+    return stage, "/".join(name) or "default"
+
+
+def _materialization_in_run(
+    instance: dg.DagsterInstance, run_id: str, asset_key: dg.AssetKey, partition: str | None
+) -> dg.AssetMaterialization | None:
+    events = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    found = None
+    for event in events:
+        materialization = event.event_log_entry.asset_materialization
+        if materialization and materialization.asset_key == asset_key and materialization.partition == partition:
+            found = materialization  # the last one wins (a step retried within the run)
+    return found
+
+
+def _latest_materialization(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str | None
+) -> dg.AssetMaterialization | None:
+    if partition is None:
+        event = instance.get_latest_materialization_event(asset_key)
+        return event.asset_materialization if event else None
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+    )
+    return result.records[0].asset_materialization if result.records else None
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -33,6 +60,10 @@ class StorageResource(dg.ConfigurableResource):
         base.mkdir(parents=True, exist_ok=True)
         return base
 
+    @property
+    def records(self) -> RecordStore:
+        return RecordStore(self.base)
+
     def path(self, *parts: str) -> Path:
         """A directory under the data directory, created on first use."""
         path = self.base.joinpath(*parts)
@@ -45,14 +76,43 @@ class StorageResource(dg.ConfigurableResource):
     def stage_dir(self, stage: str, name: str) -> Path:
         return self.path("stages", stage, name)
 
-    def write_pointer(self, stage: str, name: str, payload: dict[str, Any]) -> None:
-        write_json_atomic(self.path("pointers", stage) / f"{name}.json", payload)
+    def write_record(self, asset_key: dg.AssetKey, key: str, data: dict[str, Any]) -> StageRecord:
+        stage, name = record_ref(asset_key)
+        return self.records.write(stage, name, key, data)
 
-    def read_pointer(self, stage: str, name: str) -> dict[str, Any]:
-        path = self.base / "pointers" / stage / f"{name}.json"
-        if not path.is_file():
-            raise PointerMissingError(
-                f"no {stage} output for {name!r} under {self.base}; materialize {name}/{stage} first "
-                "(`make run` materializes everything)"
+    def record_for(
+        self,
+        context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext | dg.OpExecutionContext,
+        asset_key: dg.AssetKey,
+        *,
+        partition: str | None = None,
+    ) -> StageRecord:
+        """The record of `asset_key` that this step must read: the one its materialization in this run named (a
+        check judges its own run's output), else the one its latest materialization named (an upstream asset
+        materialized by an earlier run)."""
+        stage, name = record_ref(asset_key)
+        instance = context.instance
+        materialization = _materialization_in_run(instance, context.run.run_id, asset_key, partition)
+        materialization = materialization or _latest_materialization(instance, asset_key, partition)
+        if materialization is None:
+            raise RecordMissingError(
+                f"{asset_key.to_user_string()} has never been materialized in this Dagster instance; materialize "
+                f"{asset_name(stage, name)} first (`make run` materializes everything)"
             )
-        return json.loads(path.read_text())
+        entry = materialization.metadata.get(RECORD_KEY)
+        if entry is None:
+            raise RecordMissingError(
+                f"the latest materialization of {asset_key.to_user_string()} names no record (made by an older "
+                f"neuronforge); materialize {asset_name(stage, name)} again"
+            )
+        return self.records.read(stage, name, str(entry.value))
+
+    def current_record(self, asset_key: dg.AssetKey) -> StageRecord | None:
+        """The last finished output of `asset_key` on disk (what sensors and schedules look at), or None."""
+        stage, name = record_ref(asset_key)
+        return self.records.current_or_none(stage, name)
+
+
+def record_metadata(record: StageRecord) -> dict[str, Any]:
+    """The metadata entries that name a record: every asset returns them beside its own."""
+    return {RECORD_KEY: record.key, "record": dg.MetadataValue.path(str(record.path))}

@@ -69,7 +69,7 @@ def build_k8s_definitions() -> dg.Definitions:
     executor = k8s_job_executor.configured(
         {
             "job_namespace": {"env": "DAGSTER_K8S_NAMESPACE"},
-            # Steps run in separate pods: artifacts, pointers and shards live on one ReadWriteMany volume (e.g. EFS).
+            # Steps run in separate pods: artifacts, stage records and shards live on one ReadWriteMany volume (e.g. EFS).
             "env_vars": ["NEURONFORGE_HOME=/data/neuronforge", "HF_HUB_DISABLE_XET=1"],
             "env_secrets": ["neuronforge-hf-token"],  # a Secret with HF_TOKEN
             "volumes": [

@@ -77,6 +77,7 @@ def report(conversations: list[ConversationResult], **extra) -> dict:
     base = {
         "golden": {"path": "golden.json", "recorded": False, "differences": []},
         "latency_regressions": [],
+        "previous_record": "earlier-run",
     }
     data = SuiteResult(conversations, 256).to_json()
     return {**data, **base, **extra, "latency": data["latency"]}
@@ -96,6 +97,23 @@ def test_a_clean_run_passes_every_check():
         "matches_golden_outputs": (True, warn),
         "latency_vs_last_run": (True, warn),
     }
+
+
+def test_checks_without_evidence_are_not_evaluated_not_passed():
+    # A golden recorded by the run it judges proves nothing, and a first evaluation has no latency to compare with.
+    first = report(
+        [ConversationResult("a", [reply(0, "Paris.", [])])],
+        golden={"path": "golden.json", "recorded": True, "differences": []},
+        previous_record=None,
+    )
+    results = {r.check_name: r for r in judge_report(first)}
+    for name in ("matches_golden_outputs", "latency_vs_last_run"):
+        assert (results[name].passed, results[name].severity) == (False, dg.AssetCheckSeverity.WARN)
+        assert results[name].description.startswith("Not evaluated")
+        assert results[name].metadata["evaluated"].value is False
+    sampled = report([], golden={"path": "g.json", "recorded": False, "differences": [], "skipped": True})
+    golden = next(r for r in judge_report(sampled) if r.check_name == "matches_golden_outputs")
+    assert not golden.passed and "sampling is on" in golden.description
 
 
 def test_each_check_names_what_failed():

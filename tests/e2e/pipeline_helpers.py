@@ -19,11 +19,20 @@ def pipeline_resources(root: Path, hub_url: str) -> dict[str, object]:
     }
 
 
+# One Dagster instance per set of definitions (i.e. per data directory), as in a deployment: later runs read the
+# stage records that earlier runs' materializations named.
+_INSTANCES: dict[int, dg.DagsterInstance] = {}
+
+
+def instance_for(defs: dg.Definitions) -> dg.DagsterInstance:
+    return _INSTANCES.setdefault(id(defs), dg.DagsterInstance.ephemeral())
+
+
 def materialize(defs: dg.Definitions, selection: dg.AssetSelection, run_config: dict | None = None):
     job = dg.define_asset_job("e2e", selection=selection)
     merged = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
     return merged.resolve_job_def("e2e").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=run_config or {}
+        instance=instance_for(defs), raise_on_error=False, run_config=run_config or {}
     )
 
 

@@ -33,7 +33,11 @@ def test_every_asset_and_check(run):
     asset_checks = defs.resolve_asset_graph().asset_check_keys
     assert set(outcomes) == {f"{key.asset_key.to_user_string()}:{key.name}" for key in asset_checks}
     failed = sorted(name for name, passed in outcomes.items() if not passed)
-    assert failed == [], failed
+    # The one check without evidence on a fresh data directory says so instead of passing: there is no earlier
+    # evaluation to compare latency with.
+    assert failed == ["smollm2_135m_instruct/chat_smoke_eval:latency_vs_last_run"], failed
+    latency = next(e for e in result.get_asset_check_evaluations() if e.check_name == "latency_vs_last_run")
+    assert latency.severity == dg.AssetCheckSeverity.WARN and latency.metadata["evaluated"].value is False
 
 
 def test_retrieval_quality_is_reported(run):

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from neuronforge.artifacts import stable_hash
 from neuronforge.registry import Registry, load_registry
 from pipelines.definitions import build_definitions
 from resources.storage import StorageResource
@@ -33,6 +34,11 @@ models:
 TICK = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)  # a Monday
 
 
+def write_record(storage: StorageResource, stage: str, name: str, data: dict) -> None:
+    """A stage record as the asset writes it (keyed by its content here), made current."""
+    storage.records.write(stage, name, stable_hash(data), data)
+
+
 def key(*parts: str) -> dg.AssetKey:
     return dg.AssetKey(list(parts))
 
@@ -51,8 +57,8 @@ def storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StorageResource:
 
 
 def exported(storage: StorageResource, *names: str) -> None:
-    for name in names:  # the schedules only look for the export pointer
-        storage.write_pointer("export", name, {"artifact_dir": "/unused", "compile_key": "k", "backend": "onnx"})
+    for name in names:  # the schedules only look for the export record
+        write_record(storage, "export", name, {"artifact_dir": "/unused", "compile_key": "k", "backend": "onnx"})
 
 
 def evaluate(defs: dg.Definitions, name: str, storage: StorageResource) -> dg.ScheduleExecutionData:

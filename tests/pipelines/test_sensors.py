@@ -16,6 +16,7 @@ import dagster as dg
 import pytest
 from huggingface_hub import HfApi
 
+from neuronforge.artifacts import stable_hash
 from neuronforge.backends import get_backend, toolchain_versions
 from neuronforge.builtins import builtin_revision
 from neuronforge.corpus import corpus_fingerprint, file_fingerprints
@@ -45,6 +46,11 @@ models:
     sequence_length: 64
     max_active_dims: 16
 """
+
+
+def write_record(storage: StorageResource, stage: str, name: str, data: dict) -> None:
+    """A stage record as the asset writes it (keyed by its content here), made current."""
+    storage.records.write(stage, name, stable_hash(data), data)
 
 
 def key(*parts: str) -> dg.AssetKey:
@@ -113,7 +119,7 @@ def write_export(
     toolchain: dict[str, str | None] | None = None,
     shapes: dict[str, int] | None = None,
 ) -> str:
-    """Pointer + manifest as the export asset writes them; returns the compile key recorded."""
+    """Record + manifest as the export asset writes them; returns the compile key recorded."""
     backend = get_backend("onnx")
     compiled = export_key(spec, revision, backend)
     artifact_dir = storage.artifact_dir(spec.name, compiled)
@@ -131,8 +137,8 @@ def write_export(
         "files": {},
     }
     (artifact_dir / "manifest.json").write_text(json.dumps(manifest))
-    storage.write_pointer(
-        "export", spec.name, {"artifact_dir": str(artifact_dir), "compile_key": compiled, "backend": "onnx"}
+    write_record(
+        storage, "export", spec.name, {"artifact_dir": str(artifact_dir), "compile_key": compiled, "backend": "onnx"}
     )
     return compiled
 
@@ -147,7 +153,7 @@ def test_upstream_revision_sensor_requests_one_recompile_per_new_commit(
     defs = build_definitions(registry)
     resources = {"storage": storage, "backends": BackendResource()}
     compiled = push_config(hub, 32)
-    storage.write_pointer("source_model", spec.name, {"path": "/unused", "revision": compiled, "source": spec.source})
+    write_record(storage, "source_model", spec.name, {"path": "/unused", "revision": compiled, "source": spec.source})
 
     requests, skip, cursor = tick(defs, "upstream_revision_sensor", instance, None, resources)
     assert requests == [] and "compiled revision" in (skip or "")
@@ -170,7 +176,7 @@ def test_upstream_revision_sensor_requests_one_recompile_per_new_commit(
     assert requests == [] and "already requested" in (skip or "")
 
     # Once compiled at the new sha, the sensor is quiet and forgets the request.
-    storage.write_pointer("source_model", spec.name, {"path": "/unused", "revision": new_sha, "source": spec.source})
+    write_record(storage, "source_model", spec.name, {"path": "/unused", "revision": new_sha, "source": spec.source})
     requests, _, cursor = tick(defs, "upstream_revision_sensor", instance, cursor, resources)
     assert requests == [] and json.loads(cursor or "{}")["requested"] == {}
 
@@ -181,7 +187,7 @@ def test_upstream_revision_sensor_prefers_the_materialization_record(
     spec = registry.get("tiny_hub")
     defs = build_definitions(registry)
     sha = push_config(hub, 32)
-    storage.write_pointer("source_model", spec.name, {"path": "/unused", "revision": "0" * 40, "source": spec.source})
+    write_record(storage, "source_model", spec.name, {"path": "/unused", "revision": "0" * 40, "source": spec.source})
     instance.report_runless_asset_event(
         dg.AssetMaterialization(asset_key=key("tiny_hub", "source_model"), metadata={"revision": sha})
     )
@@ -199,7 +205,7 @@ def test_upstream_revision_sensor_skips_when_the_hub_is_unreachable(
         port = sock.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     spec = registry.get("tiny_hub")
-    storage.write_pointer("source_model", spec.name, {"path": "/unused", "revision": "a" * 40, "source": spec.source})
+    write_record(storage, "source_model", spec.name, {"path": "/unused", "revision": "a" * 40, "source": spec.source})
     defs = build_definitions(registry)
     requests, skip, cursor = tick(
         defs, "upstream_revision_sensor", instance, None, {"storage": storage, "backends": BackendResource()}
@@ -313,7 +319,8 @@ def test_corpus_sensor_requests_a_refresh_when_a_file_is_added(
     source.mkdir()
     (source / "a.txt").write_text("Inverted indexes map each term to the documents that contain it.")
     built = file_fingerprints(source)
-    storage.write_pointer(
+    write_record(
+        storage,
         "corpus",
         "default",
         {"path": str(source.resolve()), "fingerprint": corpus_fingerprint(fingerprints=built), "files": built},
@@ -350,7 +357,8 @@ def test_corpus_sensor_ignores_files_the_corpus_stages_do_not_read(
     source.mkdir()
     (source / "corpus.jsonl").write_text('{"_id": "d1", "text": "Inverted indexes map terms to documents."}\n')
     built = file_fingerprints(source)
-    storage.write_pointer(
+    write_record(
+        storage,
         "corpus",
         "default",
         {"path": str(source.resolve()), "fingerprint": corpus_fingerprint(fingerprints=built), "files": built},

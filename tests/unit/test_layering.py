@@ -80,7 +80,9 @@ def test_layers_only_import_downwards():
 
 def test_no_import_cycles_among_project_modules():
     modules = project_modules()
-    graph = {name: {m for m in imports_of(path, modules) if m in modules and m != name} for name, path in modules.items()}
+    graph = {
+        name: {m for m in imports_of(path, modules) if m in modules and m != name} for name, path in modules.items()
+    }
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1: on the stack, 2: done
     stack: list[str] = []
