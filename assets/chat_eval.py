@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from assets.common import after_upstream_passes, cores_needed, exported_artifact
+from assets.common import cores_needed, exported_artifact, stage_asset
 from neuronforge.artifacts import sha256_file, stable_hash
 from neuronforge.chat import DEFAULT_SUITE, GenerationOptions
 from neuronforge.paths import REPO_ROOT
@@ -163,17 +163,14 @@ def judge_report(report: dict[str, Any]) -> list[dg.AssetCheckResult]:
 def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     key = dg.AssetKey([spec.name, "chat_smoke_eval"])
 
-    @dg.asset(
-        key=key,
-        deps=[dg.AssetKey([spec.name, "export"])],
-        group_name=spec.name,
+    @stage_asset(
+        spec,
+        "chat_smoke_eval",
+        reads_corpus=False,
         kinds={"pytorch", "neuron"},
-        pool="neuron",
-        automation_condition=after_upstream_passes(),
         check_specs=chat_check_specs(key),
         description="Single- and multi-turn conversations through the exported model with its chat template and "
         "history truncated to the static sequence_length; TTFT, inter-token latency and tokens/s per conversation.",
-        tags={"model_kind": spec.kind},
     )
     def chat_smoke_eval(
         context: dg.AssetExecutionContext,

@@ -63,3 +63,21 @@ def after_upstream_passes() -> dg.AutomationCondition:
     """Declarative automation for stages downstream of export: run when an upstream asset updates, but only once
     its blocking checks (e.g. export parity with the reference library) have passed."""
     return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+
+def stage_asset(spec: ModelSpec, stage: str, *, reads_corpus: bool, kinds: set[str], description: str, **kwargs: Any):
+    """The `@dg.asset` of a model's downstream stage (embeddings, sparse index, chat evaluation): keyed
+    `<model>/<stage>` in the model's group, after its export (and the corpus), in the `neuron` pool since it runs the
+    model, and run by declarative automation once the blocking checks of what it reads have passed."""
+    deps = [dg.AssetKey("corpus")] if reads_corpus else []
+    return dg.asset(
+        key=[spec.name, stage],
+        deps=[*deps, dg.AssetKey([spec.name, "export"])],
+        group_name=spec.name,
+        kinds=kinds,
+        pool="neuron",
+        automation_condition=after_upstream_passes(),
+        description=description,
+        tags={"model_kind": spec.kind},
+        **kwargs,
+    )

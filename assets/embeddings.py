@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import after_upstream_passes, cores_needed, png_markdown, shard_record, upstream_records
+from assets.common import cores_needed, png_markdown, shard_record, stage_asset, upstream_records
 from neuronforge.artifacts import read_manifest, stable_hash
 from neuronforge.registry import ModelSpec
 from resources.corpus import CorpusResource
@@ -32,15 +32,12 @@ def norm_histogram(norms) -> str:
 
 
 def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=[spec.name, "corpus_embeddings"],
-        deps=[dg.AssetKey("corpus"), dg.AssetKey([spec.name, "export"])],
-        group_name=spec.name,
+    @stage_asset(
+        spec,
+        "corpus_embeddings",
+        reads_corpus=True,
         kinds={"parquet", "numpy"},
-        pool="neuron",
-        automation_condition=after_upstream_passes(),
         description="Dense embeddings of every corpus chunk (Parquet shards; resumable, only new content encoded).",
-        tags={"model_kind": spec.kind},
     )
     def corpus_embeddings(
         context: dg.AssetExecutionContext,

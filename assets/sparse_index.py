@@ -4,7 +4,7 @@ import time
 
 import dagster as dg
 
-from assets.common import after_upstream_passes, cores_needed, markdown_table, shard_record, upstream_records
+from assets.common import cores_needed, markdown_table, shard_record, stage_asset, upstream_records
 from neuronforge.artifacts import read_manifest, stable_hash
 from neuronforge.registry import ModelSpec
 from resources.corpus import CorpusResource
@@ -15,16 +15,13 @@ CHECK_QUERIES = 25
 
 
 def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=[spec.name, "sparse_index"],
-        deps=[dg.AssetKey("corpus"), dg.AssetKey([spec.name, "export"])],
-        group_name=spec.name,
+    @stage_asset(
+        spec,
+        "sparse_index",
+        reads_corpus=True,
         kinds={"numpy", "scipy"},
-        pool="neuron",
-        automation_condition=after_upstream_passes(),
         description="SPLADE encoding of every corpus chunk (max_active_dims from models.yaml) and an inverted index "
         "(posting lists, memory-mappable) with exact top-k search.",
-        tags={"model_kind": spec.kind},
     )
     def sparse_index(
         context: dg.AssetExecutionContext,
