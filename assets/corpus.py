@@ -63,6 +63,7 @@ def corpus(context: dg.AssetExecutionContext, storage: StorageResource, corpus: 
             "queries": queries,
             "judged_queries": judged,
             "bad_records": report.bad,
+            "blank_lines": report.blank_lines,
             "bad_by_reason": dg.MetadataValue.json(bad["bad_by_reason"]),
             "bad_examples": dg.MetadataValue.json(bad["bad_examples"]),
             "fingerprint": fingerprint,

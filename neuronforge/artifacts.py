@@ -66,12 +66,32 @@ def compile_key(
     )
 
 
+def current_umask() -> int:
+    """The process umask. Linux reports it in /proc without changing it; elsewhere set-and-restore (not thread-safe,
+    but only reached off Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write a file so readers see either the old or the new content, never a torn one."""
+    """Write a file so readers see either the old or the new content, never a torn one.
+
+    The file gets the mode a plain `open(path, "w")` would (0666 minus the umask): mkstemp's owner-only 0600 would
+    lock a group out of a shared data directory.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -97,6 +117,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; a plain mkdir would honour the umask
         yield tmp
         if final.exists():
             # rename() cannot replace a non-empty folder: move the old one aside first, then drop it.

@@ -52,8 +52,8 @@ def document_files(source: Path) -> list[Path]:
 
     - a BEIR folder (one holding `corpus.jsonl`): that file only;
     - another folder: every .jsonl/.ndjson/.parquet/.txt/.md file below it, hidden files and folders excluded, sorted
-      by path (so adding a file leaves the documents of the others, and their embedding shards, unchanged);
-      an empty list when there is none;
+      by path (so adding a file leaves the documents of the others, and their embedding shards, unchanged), except
+      a top-level `queries.jsonl` (the evaluation queries, never documents); an empty list when there is none;
     - a file: the file itself (the reader rejects an unsupported type).
 
     Raises CorpusError when the source does not exist.
@@ -65,7 +65,10 @@ def document_files(source: Path) -> list[Path]:
         return [
             p
             for p in sorted(source.rglob("*"))
-            if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES and not _is_hidden(source, p)
+            if p.is_file()
+            and p.suffix.lower() in DOCUMENT_SUFFIXES
+            and not _is_hidden(source, p)
+            and p != source / QUERIES_FILE
         ]
     if not source.exists():
         raise CorpusError(f"corpus source {source} does not exist; check the path in the run config.")
@@ -73,8 +76,11 @@ def document_files(source: Path) -> list[Path]:
 
 
 def qrels_files(folder: Path) -> list[Path]:
-    """The relevance-judgement files of a folder, `qrels/<split>.tsv` (what `qrels_splits` lists), sorted by path."""
-    return sorted((Path(folder) / QRELS_DIR).glob("*.tsv"))
+    """The relevance-judgement files of a folder, `qrels/<split>.tsv` (what `qrels_splits` lists), sorted by path.
+
+    Hidden files are not splits: a folder copied from a Mac carries AppleDouble `qrels/._test.tsv` resource forks.
+    """
+    return sorted(p for p in (Path(folder) / QRELS_DIR).glob("*.tsv") if not p.name.startswith("."))
 
 
 def corpus_files(source: Path) -> dict[str, Path]:

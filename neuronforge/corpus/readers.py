@@ -7,14 +7,16 @@ Sources `iter_documents` reads (which files, exactly: `neuronforge.corpus.files.
 - a `.parquet` file with the same columns, read batch by batch with pyarrow;
 - a folder of `.txt` / `.md` files: one document per file, id = POSIX path relative to the folder, no title.
 
-Bad records (invalid UTF-8, malformed JSON, missing id, duplicate id, empty text, oversized) are skipped and counted in
-a `BadInputReport` with their file and line, or raise `CorpusError` naming file, line, reason and fix, per
-`BadInputPolicy.mode`.
+Bad records (invalid UTF-8, malformed JSON, missing id, an id with control characters, duplicate id, empty text,
+oversized) are skipped and counted in a `BadInputReport` with their file and line, or raise `CorpusError` naming file,
+line, reason and fix, per `BadInputPolicy.mode` (the corpus configuration's `bad_input` setting). Blank lines are not
+bad records, but they are counted.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -66,10 +68,14 @@ _FIXES = {
     "invalid_utf8": "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
     "malformed_json": 'make every line one JSON object, e.g. {"_id": "d1", "title": "", "text": "..."}',
     "missing_id": "give every record an `_id` (or `id`) field",
+    "bad_id": "remove control characters (NUL, tab, newline, ESC, U+007F-U+009F) from the id or the file name",
     "duplicate_id": "make document ids unique (the first occurrence is kept when skipping)",
     "empty_text": "drop the record or give it a non-empty `text` field",
-    "oversized": "split the document, or raise BadInputPolicy(max_doc_bytes=...)",
+    "oversized": "split the document, or raise the corpus setting `max_doc_bytes:` (bytes of UTF-8 text)",
 }
+# What a user changes to skip bad records instead of failing: the corpus configuration's setting (corpus.yaml,
+# CorpusResource.bad_input), not the library class behind it.
+_SKIP_HINT = "or set `bad_input: skip` in the corpus configuration to skip and count such records"
 
 
 @dataclass
@@ -78,6 +84,7 @@ class BadInputReport:
 
     max_examples: int = 20
     documents: int = 0
+    blank_lines: int = 0  # skipped lines of JSONL files: not bad input, but counted so nothing goes unreported
     counts: Counter[str] = field(default_factory=Counter)
     examples: list[BadRecord] = field(default_factory=list)
 
@@ -91,17 +98,19 @@ class BadInputReport:
             self.examples.append(record)
 
     def summary(self) -> str:
+        blank = f", {self.blank_lines} blank lines skipped" if self.blank_lines else ""
         if not self.bad:
-            return f"{self.documents} documents, no bad input"
+            return f"{self.documents} documents, no bad input{blank}"
         reasons = ", ".join(f"{reason}={n}" for reason, n in sorted(self.counts.items()))
         first = "; ".join(_where(r) + f" {r.reason}" for r in self.examples[:5])
-        return f"{self.documents} documents, {self.bad} bad records skipped ({reasons}); first: {first}"
+        return f"{self.documents} documents, {self.bad} bad records skipped ({reasons}){blank}; first: {first}"
 
     def as_metadata(self) -> dict[str, Any]:
         """A JSON-friendly dict for Dagster metadata."""
         return {
             "documents": self.documents,
             "bad_records": self.bad,
+            "blank_lines": self.blank_lines,
             "bad_by_reason": dict(sorted(self.counts.items())),
             "bad_examples": [
                 {"source": r.source, "line": r.line, "reason": r.reason, "detail": r.detail} for r in self.examples
@@ -117,8 +126,7 @@ def _reject(record: BadRecord, policy: BadInputPolicy, report: BadInputReport) -
     if policy.mode == "fail":
         detail = f" ({record.detail})" if record.detail else ""
         raise CorpusError(
-            f"{_where(record)}: bad input: {record.reason}{detail}. Fix: {_FIXES[record.reason]}; "
-            "or read with BadInputPolicy(mode='skip') to skip and count such records."
+            f"{_where(record)}: bad input: {record.reason}{detail}. Fix: {_FIXES[record.reason]}; {_SKIP_HINT}."
         )
     report.add(record)
 
@@ -191,6 +199,9 @@ def _read_text_file(path: Path, rel: str, policy: BadInputPolicy, report: BadInp
     if not text.strip():
         _reject(BadRecord(rel, None, "empty_text"), policy, report)
         return
+    if (problem := id_problem(rel)) is not None:
+        _reject(BadRecord(rel, None, "bad_id", problem), policy, report)
+        return
     yield Document(id=rel, title="", text=text, source=rel, line=None)
 
 
@@ -218,6 +229,7 @@ def _iter_jsonl(path: Path, rel: str, policy: BadInputPolicy, report: BadInputRe
             if not raw:
                 break
             if not raw.strip():
+                report.blank_lines += 1
                 continue
             try:
                 line = raw.decode("utf-8")
@@ -227,7 +239,9 @@ def _iter_jsonl(path: Path, rel: str, policy: BadInputPolicy, report: BadInputRe
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                _reject(BadRecord(rel, lineno, "malformed_json", exc.msg), policy, report)
+                # The position says where in the line the JSON breaks (each record is one line).
+                detail = f"{exc.msg} at column {exc.colno} (char {exc.pos})"
+                _reject(BadRecord(rel, lineno, "malformed_json", detail), policy, report)
                 continue
             if not isinstance(record, dict):
                 _reject(BadRecord(rel, lineno, "malformed_json", "not a JSON object"), policy, report)
@@ -246,6 +260,10 @@ def _document_from_record(
     if not isinstance(doc_id, str) or not doc_id.strip():
         _reject(BadRecord(rel, line, "missing_id"), policy, report)
         return None
+    if (problem := id_problem(doc_id)) is not None:
+        # Ids travel into shard files, run metadata and the UI: a NUL or an escape sequence there is never intended.
+        _reject(BadRecord(rel, line, "bad_id", problem), policy, report)
+        return None
     text = record.get("text", record.get("contents"))
     if not isinstance(text, str) or not text.strip():
         _reject(BadRecord(rel, line, "empty_text", f"id {doc_id!r}"), policy, report)
@@ -263,6 +281,17 @@ def _document_from_record(
     if not isinstance(title, str) or _has_surrogates(title):
         title = ""
     return Document(id=doc_id, title=title, text=text, source=rel, line=line)
+
+
+def id_problem(doc_id: str) -> str | None:
+    """Why `doc_id` is not a usable document id (a control character, Unicode category Cc, or a lone surrogate from a
+    JSON escape), or None."""
+    for position, char in enumerate(doc_id):
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cs"):
+            what = "control character" if category == "Cc" else "lone surrogate"
+            return f"id {doc_id!r} has {what} U+{ord(char):04X} at position {position}"
+    return None
 
 
 def _has_surrogates(text: str) -> bool:
