@@ -32,7 +32,7 @@ def default_resources() -> dict[str, object]:
         "storage": StorageResource(),
         "backends": BackendResource(),
         "neuron": NeuronResource(),
-        "corpus": CorpusResource(),
+        "corpus": CorpusResource.configured(),  # corpus.yaml / NEURONFORGE_CORPUS: one place for every entry point
         "hub": HubResource(endpoint=os.environ.get("NEURONFORGE_HUB_ENDPOINT") or None, token=token),
     }
 

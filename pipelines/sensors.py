@@ -324,8 +324,9 @@ def build_corpus_sensor(registry: Registry) -> dg.SensorDefinition:
             return dg.SensorResult(skip_reason=str(exc), cursor=dump_cursor(cursor))
         if source is None:
             return dg.SensorResult(
-                skip_reason="CorpusResource.source is unset: the built-in stdlib corpus changes only with the Python "
-                "installation. Set CorpusResource.source to a folder or file to watch it.",
+                skip_reason="the corpus is the built-in stdlib corpus (source: builtin), which changes only with the "
+                "Python installation. Set `source:` in corpus.yaml (or NEURONFORGE_CORPUS) to a folder or file to "
+                "watch it.",
                 cursor=dump_cursor(cursor),
             )
         # Hash the files only when a name, size or mtime changed: a tick must stay cheap on a large corpus.
@@ -337,7 +338,7 @@ def build_corpus_sensor(registry: Registry) -> dg.SensorDefinition:
         fingerprints = file_fingerprints(source)
         fingerprint = corpus_fingerprint(fingerprints=fingerprints)
         last = current_record(storage, "default", "corpus")
-        # A build from another source (CorpusResource.source was changed) counts as nothing built.
+        # A build from another source (corpus.yaml's source was changed) counts as nothing built.
         built = (last.get("files") or {}) if last and last.get("path") == str(source) else {}
         diff = changed_files(built, fingerprints)
         if not any(diff.values()):

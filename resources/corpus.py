@@ -1,4 +1,8 @@
-"""The corpus the retrieval stages read: a user's files, or the embedded default built from stdlib docstrings."""
+"""The corpus the retrieval stages read: a user's files, or the embedded default built from stdlib docstrings.
+
+Configured once in corpus.yaml (or NEURONFORGE_CORPUS): `CorpusResource.configured()` is what the definitions use,
+so the default job, the launchpad default, the schedules and corpus_sensor all see the same corpus.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,11 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from neuronforge.corpus.config import DEFAULT_RRF_K, DEFAULT_RRF_WEIGHTS, load_corpus_config
+
 
 class CorpusResource(dg.ConfigurableResource):
-    """Where the corpus comes from and how it is read, chunked and judged."""
+    """Where the corpus comes from and how it is read, chunked, judged and fused (settings: corpus.yaml)."""
 
     source: str | None = Field(
         default=None,
@@ -23,6 +29,16 @@ class CorpusResource(dg.ConfigurableResource):
     chunk_overlap: int = Field(default=16, description="Tokens shared by consecutive chunks of a document.")
     shard_chunks: int = Field(default=512, description="Chunks per embedding shard (the unit of resume).")
     ndcg_floor: float = Field(default=0.3, description="The retrieval check fails below this nDCG@10.")
+    rrf_k: int = Field(default=DEFAULT_RRF_K, description="Reciprocal rank fusion constant: sum of w / (k + rank).")
+    rrf_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_RRF_WEIGHTS),
+        description="Fusion weight per system: 'dense', 'sparse' or a model name (a model name wins over its kind).",
+    )
+
+    @classmethod
+    def configured(cls) -> CorpusResource:
+        """The resource corpus.yaml (or NEURONFORGE_CORPUS) describes."""
+        return cls(**load_corpus_config().resource_fields())
 
     def source_path(self) -> Path | None:
         if self.source is None:
@@ -30,8 +46,8 @@ class CorpusResource(dg.ConfigurableResource):
         path = Path(self.source).expanduser().resolve()
         if not path.exists():
             raise FileNotFoundError(
-                f"CorpusResource.source {self.source!r} does not exist; point it at a BEIR folder, a .jsonl/.parquet "
-                "file or a folder of .txt/.md files (or leave it unset for the built-in corpus)"
+                f"corpus source {path} does not exist; set `source:` in corpus.yaml (or NEURONFORGE_CORPUS) to a BEIR "
+                "folder, a .jsonl/.parquet file or a folder of .txt/.md files, or to `builtin` for the built-in corpus"
             )
         return path
 
@@ -39,6 +55,10 @@ class CorpusResource(dg.ConfigurableResource):
         from neuronforge.corpus import BadInputPolicy
 
         return BadInputPolicy(mode=self.bad_input, max_doc_bytes=self.max_doc_bytes)  # type: ignore[arg-type]
+
+    def fusion_weight(self, kind: str, model: str) -> float:
+        """The RRF weight of one system: its model's own weight, else its kind's, else 1."""
+        return float(self.rrf_weights.get(model, self.rrf_weights.get(kind, 1.0)))
 
     def plan_shards(self, source: Path, tokenizer: Any, sequence_length: int):
         """The embedding shards of `source` for an encoder's tokenizer and sequence length, read with this resource's

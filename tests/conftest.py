@@ -17,6 +17,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     os.environ.pop("HF_HUB_OFFLINE", None)  # it would also block the loopback Hub
     os.environ.pop("HF_TOKEN", None)
+    os.environ.pop("NEURONFORGE_CORPUS", None)  # a developer's own corpus must not leak into the tests' pipelines
 
 
 @pytest.fixture(scope="session")

@@ -401,7 +401,7 @@ def test_corpus_sensor_explains_the_builtin_corpus_is_not_watched(
 ) -> None:
     defs = build_definitions(registry)
     requests, skip, _ = tick(defs, "corpus_sensor", instance, None, {"storage": storage, "corpus": CorpusResource()})
-    assert requests == [] and "CorpusResource.source is unset" in (skip or "")
+    assert requests == [] and "built-in stdlib corpus (source: builtin)" in (skip or "")
 
 
 # ------------------------------------------------------------------------------------------------------- the wiring
