@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.common import after_upstream_passes
+from neuronforge.parity import publish_gate, verification_for
 from neuronforge.publish import PublishResult
 from neuronforge.registry import ModelSpec
 from resources.hub import HubResource
@@ -36,19 +37,28 @@ def build_publish_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         group_name=spec.name,
         kinds={"huggingface"},
         automation_condition=after_upstream_passes(),
-        description="The artifact and its model card in a Hub repository, tagged with the compile key (idempotent).",
+        description="The artifact and its model card in a Hub repository, tagged with the compile key (idempotent). "
+        "An encoder whose parity was never measured waits (is not materialized) unless publish_unverified is set.",
         tags={"model_kind": spec.kind},
+        output_required=False,  # a never-verified artifact is not published: the step ends without a materialization
     )
     def publish(context: dg.AssetExecutionContext, storage: StorageResource, hub: HubResource):
         exported = storage.record_for(context, dg.AssetKey([spec.name, "export"]))
-        result = hub.publish(exported.path_of("artifact_dir"), model_name=spec.name, log=context.log)
+        verification = verification_for(storage.records, spec.name, exported.key)
+        gate = publish_gate(spec.name, spec.kind, exported.key, verification, spec.publish_unverified)
+        if not gate.allowed:
+            context.log.warning(gate.reason)
+            return
+        result = hub.publish(
+            exported.path_of("artifact_dir"), model_name=spec.name, log=context.log, extra_card=gate.card_extra()
+        )
         record = storage.write_record(
             context.asset_key,
             exported.key,
             {"repo_id": result.repo_id, "commit_sha": result.commit_sha, "tag": result.tag, "url": result.repo_url},
         )
-        return dg.MaterializeResult(
-            metadata={**publish_metadata(result), **record_metadata(record)},
+        yield dg.MaterializeResult(
+            metadata={**publish_metadata(result), **record_metadata(record), "verified": gate.verified},
             data_version=dg.DataVersion(result.commit_sha),
         )
 

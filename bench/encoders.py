@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.context import DENSE_MODEL, SPARSE_MODEL, BenchContext, hash_sample
 from bench.harness import Row, alternate, length_stats, paired_ratio
-from neuronforge.export import row_cosines
+from neuronforge.parity import row_cosines
 
 ST_BATCH = 32
 

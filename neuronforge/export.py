@@ -13,19 +13,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from neuronforge.artifacts import ManifestError, atomic_dir, compile_key, stable_hash, verify_manifest, write_manifest
 from neuronforge.backends import Backend, toolchain_versions
 from neuronforge.registry import ModelSpec
 from neuronforge.sources import ResolvedModel
-
-PARITY_TEXTS = [
-    "Neuron compiles models for static shapes.",
-    "A short one.",
-    "The quick brown fox jumps over the lazy dog, then naps in the warm afternoon sun by the river bank.",
-    "Inverted indexes map each term to the documents that contain it.",
-]
 
 
 def export_options(spec: ModelSpec, backend: Backend) -> dict[str, Any]:
@@ -109,26 +100,11 @@ def manifest_summary(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+# Registry fields that change what happens after the export, not the artifact.
+NOT_EXPORT_FIELDS = ("publish_unverified",)
+
+
 def export_code_version(spec: ModelSpec) -> str:
     """Changes when the registry entry or the installed toolchain changes, so the UI marks the export stale."""
-    return stable_hash({"spec": spec.to_dict(), "toolchain": toolchain_versions()})
-
-
-def row_cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each row of `got` with the same row of `want` ([N, D] x [N, D] → [N])."""
-    return (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1) + 1e-12)
-
-
-def parity(artifact_dir: Path, model_dir: Path, kind: str, sequence_length: int) -> dict[str, float]:
-    """Compare an encoder artifact with the plain library on texts of mixed lengths (rows must stay in order)."""
-    from neuronforge.backends import load_encoder
-    from neuronforge.backends.heads import reference_encode
-
-    got = load_encoder(artifact_dir).encode(PARITY_TEXTS)
-    want = reference_encode(kind, model_dir, PARITY_TEXTS, sequence_length)
-    cosine = row_cosines(got, want)
-    return {
-        "min_cosine": float(cosine.min()),
-        "mean_cosine": float(cosine.mean()),
-        "max_abs_diff": float(np.abs(got - want).max()),
-    }
+    fields = {k: v for k, v in spec.to_dict().items() if k not in NOT_EXPORT_FIELDS}
+    return stable_hash({"spec": fields, "toolchain": toolchain_versions()})

@@ -46,6 +46,7 @@ KNOWN_FIELDS = {
     "quantize",
     "max_active_dims",
     "trust_remote_code",
+    "publish_unverified",
     "description",
 }
 
@@ -74,6 +75,8 @@ class ModelSpec:
     quantize: str = "none"
     max_active_dims: int | None = None
     trust_remote_code: bool = False
+    # Publish an artifact whose parity was never measured on a host that can run it (shown on its card).
+    publish_unverified: bool = False
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -182,6 +185,10 @@ def parse_entry(path: Path, raw: Any, defaults: dict[str, Any], index: int) -> M
     if not isinstance(trust, bool):
         raise _fail(path, model, "trust_remote_code", f"must be true or false, got {trust!r}")
 
+    unverified = entry.get("publish_unverified", False)
+    if not isinstance(unverified, bool):
+        raise _fail(path, model, "publish_unverified", f"must be true or false, got {unverified!r}")
+
     base_model = entry.get("base_model")
     if base_model is None:
         base_model = BUILTIN_SOURCES[ident]["base_model"] if scheme == "builtin" else ident
@@ -203,6 +210,7 @@ def parse_entry(path: Path, raw: Any, defaults: dict[str, Any], index: int) -> M
         quantize=quantize,
         max_active_dims=max_active,
         trust_remote_code=trust,
+        publish_unverified=unverified,
         description=str(entry.get("description", "")),
     )
 

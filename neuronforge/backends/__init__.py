@@ -34,21 +34,30 @@ __all__ = [
     "get_backend",
     "load_encoder",
     "neuron_available",
+    "neuron_host_problem",
     "toolchain_versions",
 ]
 
 
 @functools.lru_cache(maxsize=1)
-def neuron_available() -> bool:
-    """A Neuron device is present and the Neuron SDK imports.
+def neuron_host_problem() -> str | None:
+    """Why this host cannot run Neuron artifacts, or None when a Neuron device is present and the Neuron SDK imports.
 
     Checked in a subprocess: importing optimum.neuron / torch_neuronx mutates os.environ and can initialise the
     runtime, which must not happen in the step process before its cores are leased.
     """
     if not Path("/dev/neuron0").exists():
-        return False
+        return "this host has no Neuron device (/dev/neuron0 is missing)"
     probe = subprocess.run([sys.executable, "-c", "import torch_neuronx"], capture_output=True, timeout=300)
-    return probe.returncode == 0
+    if probe.returncode != 0:
+        last = (probe.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        return f"the Neuron SDK does not import here (import torch_neuronx: {last})"
+    return None
+
+
+def neuron_available() -> bool:
+    """A Neuron device is present and the Neuron SDK imports."""
+    return neuron_host_problem() is None
 
 
 @functools.lru_cache(maxsize=1)

@@ -41,6 +41,9 @@ def test_good_registry(tmp_path):
     assert remote.tensor_parallel_size == 2 and remote.revision == "main" and remote.base_model == "some-org/some-model"
     assert registry.get("minilm").base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert registry.get("minilm").target == "inf2"
+    assert registry.get("minilm").publish_unverified is False  # publishing waits for a verification by default
+    opted = load_registry(write(tmp_path, GOOD.replace("batch_size: 8", "batch_size: 8\n    publish_unverified: true")))
+    assert opted.get("minilm").publish_unverified is True
 
 
 @pytest.mark.parametrize(
@@ -62,6 +65,7 @@ def test_good_registry(tmp_path):
         ("batch_size: 8", "batch_size: 8\n    colour: red", "colour", "not a known field"),
         ("cores: 2", "cores: 2\n    quantize: int8", "quantize", "onnx backend"),
         ("kind: dense", "kind: sparse", "kind", "is a dense model"),
+        ("batch_size: 8", "batch_size: 8\n    publish_unverified: sometimes", "publish_unverified", "true or false"),
     ],
 )
 def test_bad_entries_name_file_model_and_field(tmp_path, old, new, field, words):
