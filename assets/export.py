@@ -4,6 +4,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets.common import cores_needed
 from neuronforge.export import export_artifact, export_code_version, manifest_summary
 from neuronforge.parity import PARITY_TEXTS
 from neuronforge.registry import ModelSpec
@@ -99,11 +100,14 @@ def build_export_checks(spec: ModelSpec) -> list[dg.AssetChecksDefinition]:
         asset=dg.AssetKey([spec.name, "export"]),
         name="matches_reference",
         blocking=True,
+        pool="neuron",  # it loads the model: a step of the neuron pool with a lease, like every model step
         description="The artifact's outputs equal the plain sentence-transformers library's on mixed-length texts, "
         "within the tolerance of how it was compiled (fp32: min cosine >= 0.9999; int8: mean >= 0.98; Neuron "
         "auto_cast: the table in neuronforge/parity.py). Not evaluated (failed, WARN) where the artifact cannot run.",
     )
-    def matches_reference(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    def matches_reference(
+        context: dg.AssetCheckExecutionContext, storage: StorageResource, neuron: NeuronResource
+    ) -> dg.AssetCheckResult:
         from neuronforge.artifacts import read_manifest
         from neuronforge.backends import neuron_host_problem
         from neuronforge.backends.neuron import NeuronSDKError
@@ -125,8 +129,10 @@ def build_export_checks(spec: ModelSpec) -> list[dg.AssetChecksDefinition]:
                 f"the Neuron artifact cannot run here ({problem}); run `neuronforge-validate` on an inf2/trn1 host",
                 facts,
             )
+        holder = f"{spec.name}/matches_reference run {context.run.run_id[:8]}"
         try:
-            scores = parity(artifact_dir, record.path_of("source_path"), spec.kind, spec.sequence_length)
+            with neuron.lease(cores_needed(spec, manifest), holder=holder, log=context.log):
+                scores = parity(artifact_dir, record.path_of("source_path"), spec.kind, spec.sequence_length)
         except NeuronSDKError as exc:
             return not_evaluated(f"the artifact did not load on this host: {exc}", facts)
         device = "neuron" if manifest["backend"] == "neuron" else "cpu"

@@ -4,10 +4,11 @@ import time
 
 import dagster as dg
 
-from assets.common import after_upstream_passes, markdown_table
-from neuronforge.artifacts import stable_hash
+from assets.common import after_upstream_passes, cores_needed, markdown_table
+from neuronforge.artifacts import read_manifest, stable_hash
 from neuronforge.registry import Registry
 from resources.corpus import CorpusResource
+from resources.devices import NeuronResource
 from resources.storage import StorageResource, record_metadata
 
 
@@ -25,11 +26,12 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
         deps=deps,
         group_name="retrieval",
         kinds={"python"},
+        pool="neuron",  # it encodes the queries with every model: a model step, leased like the others
         automation_condition=after_upstream_passes(),
         description="Every dense model, every sparse model and each dense+sparse pair fused by reciprocal rank "
         "fusion, scored on the corpus's judged queries.",
     )
-    def retrieval_eval(context: dg.AssetExecutionContext, storage: StorageResource):
+    def retrieval_eval(context: dg.AssetExecutionContext, storage: StorageResource, neuron: NeuronResource):
         from neuronforge.corpus import load_qrels, load_queries, qrels_splits
         from neuronforge.retrieval import evaluate, reciprocal_rank_fusion
         from neuronforge.search import Searcher
@@ -60,12 +62,18 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
         qids, texts = list(queries), list(queries.values())
         results: dict[str, dict[str, float]] = {}
         runs: dict[str, dict] = {}
-        for name in dense:
-            started = time.perf_counter()
-            runs[f"dense:{name}"] = Searcher(dense=inputs[f"dense:{name}"]).dense(texts, 100, qids)
-            context.log.info(f"dense {name}: {len(qids)} queries in {time.perf_counter() - started:.1f}s")
-        for name in sparse:
-            runs[f"sparse:{name}"] = Searcher(sparse=inputs[f"sparse:{name}"]).sparse(texts, 100, qids)
+        # Every model is loaded in this process: one lease as large as the largest of them, held until it exits.
+        cores = max(
+            cores_needed(registry.get(s.split(":", 1)[1]), read_manifest(r.path_of("artifact_dir")))
+            for s, r in inputs.items()
+        )
+        with neuron.lease(cores, holder=f"retrieval_eval run {context.run_id[:8]}", log=context.log):
+            for name in dense:
+                started = time.perf_counter()
+                runs[f"dense:{name}"] = Searcher(dense=inputs[f"dense:{name}"]).dense(texts, 100, qids)
+                context.log.info(f"dense {name}: {len(qids)} queries in {time.perf_counter() - started:.1f}s")
+            for name in sparse:
+                runs[f"sparse:{name}"] = Searcher(sparse=inputs[f"sparse:{name}"]).sparse(texts, 100, qids)
         for d in dense:
             for s in sparse:
                 runs[f"hybrid:{d}+{s}"] = reciprocal_rank_fusion([runs[f"dense:{d}"], runs[f"sparse:{s}"]], top=100)

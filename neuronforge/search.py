@@ -86,6 +86,18 @@ class Searcher:
             self._sparse = (load_encoder(record.path_of("artifact_dir")), SparseIndex.load(record.path_of("index_dir")))
         return self._sparse
 
+    def cores_needed(self) -> int:
+        """NeuronCores the models searched here run on (a Neuron artifact's tensor_parallel_size; else 1 slot)."""
+        from neuronforge.artifacts import read_manifest
+
+        needed = [1]
+        for record in (self.dense_record, self.sparse_record):
+            if record is not None:
+                manifest = read_manifest(record.path_of("artifact_dir"))
+                if manifest["backend"] == "neuron":
+                    needed.append(int(manifest.get("options", {}).get("tensor_parallel_size", 1)))
+        return max(needed)
+
     def dense(self, queries: Sequence[str], k: int = 10, query_ids: Sequence[str] | None = None) -> Run:
         encoder, doc_ids, matrix = self._load_dense()
         return dense_search(matrix, doc_ids, encoder.encode(list(queries)), k, query_ids=_ids(queries, query_ids))
@@ -141,10 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, help="default: NEURONFORGE_HOME or ./.neuronforge")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
+    from neuronforge.devices import CoreAllocator, CoreLeaseError
+
     try:
         searcher = Searcher.current(args.data_dir, dense_model=args.dense_model, sparse_model=args.sparse_model)
-        hits = searcher.search(args.query, args.mode, args.k)
-    except SearchError as exc:
+        # Encoding the query runs the models here: lease their cores first (held until this process exits, as the
+        # Neuron runtime holds them), so a pipeline step on the same host never gets a core this CLI's runtime has.
+        with CoreAllocator().lease(searcher.cores_needed(), holder="neuronforge-search"):
+            hits = searcher.search(args.query, args.mode, args.k)
+    except (SearchError, CoreLeaseError) as exc:
         print(f"neuronforge-search: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -2,7 +2,7 @@
 
 The logic lives in `neuronforge.devices` (discovery rules, flock leases); this resource is its configuration. Lease
 before anything imports torch_neuronx / optimum.neuron in the step process: the runtime reads NEURON_RT_VISIBLE_CORES
-once, and reserves every core it can see until the process exits.
+once, and reserves every core it can see until the process exits, so a lease (scope="process") lasts that long too.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ class NeuronResource(dg.ConfigurableResource):
     3. NEURON_RT_VISIBLE_CORES set by the environment (EKS Neuron device plugin): exactly those cores, nothing more;
     4. `neuron-ls --output-format json`, then `neuron-ls --json-output` (older SDKs), leaving out cores used by
        processes outside neuronforge leases;
-    5. /dev/neuron* devices × cores per chip (2 on inf2/trn1, 4 logical on trn2).
+    5. /dev/neuron* devices × cores per chip (2 on inf2/trn1; on trn2 8 // NEURON_LOGICAL_NC_CONFIG, 4 at the default).
     With device="auto" a host where none of these finds cores falls back to CUDA GPUs, then to a CPU slot.
     """
 
     total_cores: int | None = None  # explicit NeuronCore count (tests, unusual hosts); selects neuron under "auto"
-    lock_dir: str | None = None  # default: <NEURONFORGE_HOME>/locks/neuron; must be shared by the host's processes
+    # Default: NEURONFORGE_LOCK_DIR, else /run/lock/neuronforge, else /tmp/neuronforge-locks: node-local, shared by
+    # every process of the host, never a network filesystem (refused).
+    lock_dir: str | None = None
     wait_timeout_s: float = 3600.0
     poll_interval_s: float = 0.5
     device: str = "auto"  # "auto" | "neuron" | "cuda" | "cpu"
@@ -57,7 +59,14 @@ class NeuronResource(dg.ConfigurableResource):
         return self.allocator().discover()
 
     def lease(
-        self, cores: int, *, holder: str, log: logging.Logger | None = None
+        self,
+        cores: int,
+        *,
+        holder: str,
+        log: logging.Logger | None = None,
+        scope: str = "process",
+        up_to: int | None = None,
     ) -> contextlib.AbstractContextManager[CoreLease]:
-        """Hold `cores` contiguous cores (or GPUs, or a CPU slot) while the `with` body runs; see CoreAllocator.lease."""
-        return self.allocator().lease(cores, holder=holder, log=log)
+        """Hold `cores` contiguous cores (or GPUs, or a CPU slot): Neuron cores until this process exits
+        (scope="process"), or for the body's child processes only (scope="children"); see CoreAllocator.lease."""
+        return self.allocator().lease(cores, holder=holder, log=log, scope=scope, up_to=up_to)

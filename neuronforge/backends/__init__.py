@@ -46,8 +46,11 @@ def neuron_host_problem() -> str | None:
     Checked in a subprocess: importing optimum.neuron / torch_neuronx mutates os.environ and can initialise the
     runtime, which must not happen in the step process before its cores are leased.
     """
-    if not Path("/dev/neuron0").exists():
-        return "this host has no Neuron device (/dev/neuron0 is missing)"
+    from neuronforge.devices import neuron_device_count
+
+    # Any /dev/neuron<N>: a pod given one device by the device plugin may see /dev/neuron3 alone.
+    if not neuron_device_count():
+        return "this host has no Neuron device (no /dev/neuron<N>)"
     probe = subprocess.run([sys.executable, "-c", "import torch_neuronx"], capture_output=True, timeout=300)
     if probe.returncode != 0:
         last = (probe.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]

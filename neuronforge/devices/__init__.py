@@ -2,7 +2,11 @@
 
 neuron_ls   parsing and formatting: core-id specs, `neuron-ls` JSON (both formats), devices and their processes
 discovery   which devices this host has and which rule found them (config, preset env, neuron-ls, /dev, CUDA, CPU)
-leases      flock-based leases of contiguous core ranges, exported as NEURON_RT_VISIBLE_CORES / CUDA_VISIBLE_DEVICES
+leases      leases of contiguous core ranges, exported as NEURON_RT_VISIBLE_CORES / CUDA_VISIBLE_DEVICES, that last
+            as long as the Neuron runtime holds the cores (until the process exits), or for child processes only
+core_locks  the per-core flock files behind a lease and the holder records others read
+lock_dir    the node-local lock directory (never a network filesystem)
+simulated_runtime  a stand-in for the Neuron runtime's core reservation (tests, the bench's simulated host)
 """
 
 from neuronforge.devices.discovery import (
@@ -10,11 +14,15 @@ from neuronforge.devices.discovery import (
     DEVICES,
     INSTANCE_CORES,
     LEASE_MARKER_ENV,
+    LNC_ENV,
     NEURON_ENV,
+    NUM_CORES_ENV,
     CoreLeaseError,
     HostInventory,
     NeuronDiscoveryError,
     discover,
+    logical_nc_config,
+    neuron_device_count,
 )
 from neuronforge.devices.leases import (
     CoreAllocator,
@@ -22,7 +30,9 @@ from neuronforge.devices.leases import (
     CoreLeaseTimeout,
     CoreRequestTooLarge,
     check_setting,
+    end_process_leases,
 )
+from neuronforge.devices.lock_dir import LOCK_DIR_ENV, LockDirError, default_lock_dir
 from neuronforge.devices.neuron_ls import (
     NeuronDevice,
     NeuronLsReport,
@@ -41,13 +51,17 @@ __all__ = [
     "DEVICES",
     "INSTANCE_CORES",
     "LEASE_MARKER_ENV",
+    "LNC_ENV",
+    "LOCK_DIR_ENV",
     "NEURON_ENV",
+    "NUM_CORES_ENV",
     "CoreAllocator",
     "CoreLease",
     "CoreLeaseError",
     "CoreLeaseTimeout",
     "CoreRequestTooLarge",
     "HostInventory",
+    "LockDirError",
     "NeuronDevice",
     "NeuronDiscoveryError",
     "NeuronLsReport",
@@ -55,9 +69,13 @@ __all__ = [
     "check_setting",
     "contiguous_runs",
     "cores_per_chip",
+    "default_lock_dir",
     "discover",
+    "end_process_leases",
     "format_core_ids",
     "format_core_range",
+    "logical_nc_config",
+    "neuron_device_count",
     "parse_core_spec",
     "parse_neuron_ls",
     "parse_neuron_ls_report",

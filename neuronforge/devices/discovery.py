@@ -6,13 +6,14 @@ First rule that finds cores wins:
 3. NEURON_RT_VISIBLE_CORES set by the environment (EKS Neuron device plugin): exactly those cores, nothing more;
 4. `neuron-ls --output-format json`, then `neuron-ls --json-output` (older SDKs), leaving out cores used by
    processes outside neuronforge leases;
-5. /dev/neuron* devices × cores per chip (2 on inf2/trn1, 4 logical on trn2).
+5. /dev/neuron* devices × cores per chip (2 on inf2/trn1; on trn2 8 // NEURON_LOGICAL_NC_CONFIG, 4 at the default).
 With device="auto" a host where none of these finds cores falls back to CUDA GPUs (nvidia-smi, then torch), then to a
 CPU slot.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -28,6 +29,11 @@ from neuronforge.devices.neuron_ls import cores_per_chip, format_core_ids, parse
 logger = logging.getLogger(__name__)
 
 NEURON_ENV = "NEURON_RT_VISIBLE_CORES"
+# Caps the runtime's (and optimum-neuron's) core count below NEURON_RT_VISIBLE_CORES
+# (optimum/neuron/utils/system.py:102-113 takes min(visible, NUM_CORES)): a lease clears it inside its body.
+NUM_CORES_ENV = "NEURON_RT_NUM_CORES"
+# trn2: how many physical NeuronCore-v3 the runtime groups into one logical core (1 or 2; 2 by default there).
+LNC_ENV = "NEURON_LOGICAL_NC_CONFIG"
 CUDA_ENV = "CUDA_VISIBLE_DEVICES"
 # Set beside the device variable while a lease is open. A nested lease (or a child process that inherited the
 # environment) recognises its parent's cores by it instead of waiting forever on its parent's own locks.
@@ -81,6 +87,7 @@ class HostInventory:
     detail: str = ""  # one human line: how the count came about
     warnings: tuple[str, ...] = ()
     env_value: str | None = None  # the preset variable's value, as given
+    logical_nc_config: int | None = None  # NEURON_LOGICAL_NC_CONFIG when set (trn2 core grouping)
 
     @property
     def unit(self) -> str:
@@ -122,7 +129,46 @@ def discover(
     return HostInventory("cpu", count, tuple(range(count)), "cpu", detail=f"{count} CPUs; leases never wait")
 
 
+def logical_nc_config(instance_type: str | None = None) -> int | None:
+    """NEURON_LOGICAL_NC_CONFIG as an int (None when unset); refuses values the runtime would refuse.
+
+    The runtime groups LNC physical cores into one logical core on trn2 (1 or 2; 2 is the default there) and supports
+    only LNC=1 on inf2/trn1 (compiler error NCC_EARG001), so core counts and ids depend on it.
+    """
+    raw = os.environ.get(LNC_ENV, "").strip()
+    if not raw:
+        return None
+    if raw not in ("1", "2"):
+        raise NeuronDiscoveryError(
+            f"{LNC_ENV}={raw!r} is not a logical NeuronCore setting: use 1 or 2 (trn2), or unset it"
+        )
+    lnc = int(raw)
+    if lnc == 2 and instance_type and not instance_type.startswith("trn2"):
+        raise NeuronDiscoveryError(
+            f"{LNC_ENV}=2 is set but {instance_type} supports only LNC=1 (one physical core per logical core): "
+            f"unset {LNC_ENV} on inf2/trn1 hosts"
+        )
+    return lnc
+
+
+def neuron_device_count() -> int:
+    """Neuron devices visible here: every /dev/neuron<N> (a pod may be given /dev/neuron3 alone, not neuron0)."""
+    return _dev_neuron_count()
+
+
 def _discover_neuron(
+    total_cores: int | None, instance_type: str | None, leased_pids: Callable[[], Iterable[int]]
+) -> HostInventory | None:
+    found = _discover_neuron_cores(total_cores, instance_type, leased_pids)
+    if found is None:
+        return None
+    lnc = logical_nc_config(found.instance_type)
+    if lnc is None:
+        return found
+    return dataclasses.replace(found, logical_nc_config=lnc, detail=f"{found.detail}; {LNC_ENV}={lnc}")
+
+
+def _discover_neuron_cores(
     total_cores: int | None, instance_type: str | None, leased_pids: Callable[[], Iterable[int]]
 ) -> HostInventory | None:
     instance_type = instance_type or _dmi_instance_type()
@@ -170,7 +216,7 @@ def _discover_neuron(
 
     chips = _dev_neuron_count()
     if chips:
-        per_chip = cores_per_chip(instance_type)
+        per_chip = cores_per_chip(instance_type, logical_nc_config(instance_type))
         n = chips * per_chip
         return HostInventory(
             "neuron",

@@ -1,59 +1,62 @@
-"""Crash-safe leases of NeuronCores (or GPUs, or a CPU slot) for every process that runs a model.
+"""Leases of NeuronCores (or GPUs, or a CPU slot) that last as long as the Neuron runtime holds them.
 
-The Neuron runtime reserves every NeuronCore of the host for the first process that initialises it, so two steps
-running models at once fail with "NeuronCore(s) not available". `CoreAllocator.lease(n, holder=...)` gives a process a
-contiguous range of cores and exports it as NEURON_RT_VISIBLE_CORES for as long as the lease is open. Leases are
-`fcntl.flock` locks on one file per core in a shared directory, so they hold across processes and concurrent runs, and
-the kernel drops them when a process dies (even by kill -9): no lease is ever stale.
+The Neuron runtime initialises and reserves every core it can see for the process that starts it, and gives them
+back only when that process exits ("Once a NeuronCore is reserved for a process, it cannot be used by another process
+at all, until the process reserving that NeuronCore is terminated": Neuron runtime configuration guide, NeuronCore
+allocation). So a lease cannot end with a `with` block while the process goes on running (index build, metadata, the
+rest of a step): a waiter would take the cores and its runtime would fail with "NeuronCore(s) not available".
 
-On CUDA hosts the same allocator leases GPUs (CUDA_VISIBLE_DEVICES); on CPU hosts it hands out a slot that never
+`CoreAllocator.lease(n, holder=...)` therefore has two scopes:
+- scope="process" (default): the Neuron runtime may start in this process. The cores are exported as
+  NEURON_RT_VISIBLE_CORES for the body and stay leased until the process exits; later leases in the same process get
+  the same cores again (the runtime cannot move or grow), a larger one fails with a clear error.
+- scope="children": only child processes started and joined inside the body use the cores (the data-parallel
+  encoder's workers, each given its own sub-range); the lease ends with the body, since their exits freed the cores.
+CUDA leases end with the body in both scopes (a CUDA context reserves no GPU); a CPU lease is a slot that never
 blocks, so callers have one code path.
 
-Caveats, by design of the Neuron runtime and of flock:
-- Lease before anything imports torch_neuronx / optimum.neuron in the process: the runtime reads the variable once.
-  For the same reason run Neuron steps one per process (the multiprocess or k8s executor), not in-process.
-- Every process of a host must share one local `lock_dir` (not NFS: flock is unreliable there). The default lives
-  under NEURONFORGE_HOME; point `lock_dir` at e.g. /var/lock/neuronforge when several checkouts share a host.
+Leases are flock locks on one file per core (`core_locks`) in a node-local directory (`lock_dir`). With cores preset
+by the environment (the EKS Neuron device plugin sets NEURON_RT_VISIBLE_CORES per pod) nothing is locked: the lease is
+exactly those cores. Inside a lease NEURON_RT_NUM_CORES is cleared: optimum-neuron counts min(visible, NUM_CORES)
+(optimum/neuron/utils/system.py:92-113), so a stray NUM_CORES=1 would make a tp=2 load fail.
 
-The short-lived allocation lock is `neuronforge.locks.file_lock`. The per-core locks are raw descriptors: they stay
-held for the whole lease, carry the holder record that others read, and are taken non-blocking, many at a time.
+Lease before anything imports torch_neuronx / optimum.neuron in the process: the runtime reads the variable once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import json
 import logging
 import os
-import re
-import socket
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neuronforge import paths
+from neuronforge.devices import core_locks
 from neuronforge.devices.discovery import (
     CUDA_ENV,
     DEVICES,
     LEASE_MARKER_ENV,
     NEURON_ENV,
+    NUM_CORES_ENV,
     CoreLeaseError,
     HostInventory,
     discover,
 )
-from neuronforge.devices.neuron_ls import contiguous_runs, cores_per_chip, format_core_ids, format_core_range
+from neuronforge.devices.lock_dir import LockDirError, prepare_lock_dir
+from neuronforge.devices.neuron_ls import contiguous_runs, cores_per_chip, format_core_range
 from neuronforge.locks import file_lock
 
 logger = logging.getLogger(__name__)
 
+SCOPES = ("process", "children")
+_UNTIL = {"process": "its process exits", "children": "its step's workers exit"}
+
 
 class CoreRequestTooLarge(CoreLeaseError):
-    """The request can never be met on this host, however long it waits."""
+    """The request can never be met on this host (or in this process), however long it waits."""
 
 
 class CoreLeaseTimeout(CoreLeaseError, TimeoutError):
@@ -79,10 +82,12 @@ class CoreLease:
     first: int
     last: int
     count: int
-    env: dict[str, str]  # set in os.environ while the lease is open
+    env: dict[str, str]  # set in os.environ while the lease's body runs
     wait_s: float
     host_total: int
     source: str = ""
+    scope: str = "process"
+    logical_nc_config: int | None = None
 
     @property
     def cores(self) -> str:
@@ -91,49 +96,84 @@ class CoreLease:
             return "none (cpu)"
         return next(iter(self.env.values()), format_core_range(self.first, self.last))
 
+    @property
+    def core_ids(self) -> tuple[int, ...]:
+        return tuple(range(self.first, self.last + 1))
+
+    @property
+    def held_until(self) -> str:
+        if self.kind == "cpu":
+            return "not held (cpu)"
+        if self.source == "env":
+            return "not locked (preset by the environment)"
+        if self.kind == "neuron" and self.scope == "process":
+            return "process exit"
+        return "end of block"
+
+    def split(self, per_replica: int) -> list[dict[str, str]]:
+        """The environments of child processes that each get `per_replica` cores of this lease (data-parallel
+        replicas): their device variable, and the marker that makes a lease inside the child share those cores."""
+        if self.kind == "cpu":
+            return [{} for _ in range(self.count // per_replica)]
+        var = NEURON_ENV if self.kind == "neuron" else CUDA_ENV
+        entries = self.env[var].split(",") if self.kind == "cuda" else []
+        envs = []
+        for start in range(0, self.count - per_replica + 1, per_replica):
+            if self.kind == "cuda":
+                value = ",".join(entries[start : start + per_replica])
+            else:
+                value = format_core_range(self.first + start, self.first + start + per_replica - 1)
+            envs.append({var: value, LEASE_MARKER_ENV: f"{var}={value}"})
+        return envs
+
     def metadata(self) -> dict[str, Any]:
         """Plain JSON values for `dg.MaterializeResult(metadata=...)`."""
-        return {
+        meta = {
             "cores_leased": self.cores,
             "core_count": self.count,
             "lease_wait_s": round(self.wait_s, 3),
             "host_total_cores": self.host_total,
             "device_kind": self.kind,
             "core_source": self.source,
+            "lease_held_until": self.held_until,
         }
+        if self.logical_nc_config is not None:
+            meta["logical_nc_config"] = self.logical_nc_config
+        return meta
 
 
 @dataclass
-class _Held:
-    """Open, flock'ed lock files of one lease."""
+class _Binding:
+    """The cores this process's Neuron runtime may hold: leased until the process exits."""
 
-    fds: dict[int, int] = field(default_factory=dict)  # core id → fd
+    pid: int
+    held: core_locks.HeldCores
+    first: int
+    last: int
+    env_value: str
+    holder: str
 
-    def release(self) -> None:
-        for fd in self.fds.values():
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)  # no stale holder info for the next reader
-            with contextlib.suppress(OSError):
-                # Explicit unlock: a forked child sharing the fd would otherwise keep the lock after we close it.
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.fds.clear()
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
 
 
-def _windows(free: Sequence[int], n: int, chip: int) -> list[tuple[int, ...]]:
-    """Contiguous n-core windows in `free`, best first.
+_BINDINGS: dict[str, _Binding] = {}
 
-    Chip-aligned first (a 2-core lease gets one whole chip, whose cores share on-chip links), then best fit (the
-    smallest free run that holds it, keeping large runs for large requests), then the lowest id.
-    """
-    scored = []
-    for run in contiguous_runs(free):
-        for offset in range(len(run) - n + 1):
-            start = run[offset]
-            misaligned = n > 1 and start % chip != 0
-            scored.append(((misaligned, len(run) - n, start), run[offset : offset + n]))
-    return [window for _, window in sorted(scored)]
+
+def _binding(kind: str) -> _Binding | None:
+    found = _BINDINGS.get(kind)
+    # A forked child inherits the dict (and the descriptors) but not the parent's runtime: not its binding.
+    return found if found is not None and found.pid == os.getpid() else None
+
+
+def end_process_leases() -> None:
+    """Give back the cores this process holds until exit. Only for a process whose Neuron runtime was never started
+    or has been closed (tests; nrt_close): the runtime keeps its cores otherwise, whatever the locks say."""
+    for kind in list(_BINDINGS):
+        found = _BINDINGS.pop(kind)
+        if found.pid == os.getpid():
+            found.held.release()
 
 
 @dataclass(frozen=True)
@@ -141,7 +181,9 @@ class CoreAllocator:
     """Discovers this host's devices and leases them; `NeuronResource` is this, configured from Dagster."""
 
     total_cores: int | None = None  # explicit NeuronCore count (tests, unusual hosts); selects neuron under "auto"
-    lock_dir: str | Path | None = None  # default: <NEURONFORGE_HOME>/locks/neuron; shared by the host's processes
+    lock_dir: str | Path | None = (
+        None  # default: node-local (lock_dir.default_lock_dir); shared by the host's processes
+    )
     wait_timeout_s: float = 3600.0
     poll_interval_s: float = 0.5
     device: str = "auto"  # "auto" | "neuron" | "cuda" | "cpu"
@@ -161,47 +203,89 @@ class CoreAllocator:
         )
 
     @contextlib.contextmanager
-    def lease(self, cores: int, *, holder: str, log: logging.Logger | None = None) -> Iterator[CoreLease]:
-        """Hold `cores` contiguous cores (or GPUs, or a CPU slot) for the body; their variable is set in os.environ.
+    def lease(
+        self,
+        cores: int,
+        *,
+        holder: str,
+        log: logging.Logger | None = None,
+        scope: str = "process",
+        up_to: int | None = None,
+    ) -> Iterator[CoreLease]:
+        """Hold `cores` contiguous cores (or GPUs, or a CPU slot); their variable is set in os.environ for the body.
 
-        Waits (polling every `poll_interval_s`, up to `wait_timeout_s`) while other holders have them, logging who
-        holds what; fails at once when the host can never satisfy the request. On a host whose variable was preset
-        by the environment, the lease is exactly the preset cores.
+        `scope` says how long (see the module docstring): "process" until this process exits (Neuron), "children"
+        for the body only, whose child processes must have exited when it ends. With `up_to`, take as many as are
+        free at that moment, from `cores` to `up_to` in steps of `cores` (one data-parallel replica each).
+
+        Waits (polling every `poll_interval_s`, up to `wait_timeout_s`) while other holders have the cores, logging
+        who holds what; fails at once when the host (or this process's runtime) can never satisfy the request.
         """
         log = log or logger
         if cores < 1:
             raise ValueError(f"{holder} asked for {cores} cores; ask for at least 1")
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        if up_to is not None and up_to < cores:
+            raise ValueError(f"{holder}: up_to={up_to} is below the {cores} cores asked for")
+        up_to = (up_to or cores) // cores * cores
         inv = self.discover()
         for warning in inv.warnings:
             log.warning("neuron discovery: %s", warning)
 
         if inv.kind == "cpu":
             # No-op slot: CPU work shares the host; the lease only gives assets one code path.
-            yield CoreLease("cpu", 0, cores - 1, cores, {}, 0.0, inv.total, inv.source)
+            yield CoreLease("cpu", 0, cores - 1, cores, {}, 0.0, inv.total, inv.source, scope)
             return
 
         var = NEURON_ENV if inv.kind == "neuron" else CUDA_ENV
-        if inv.preset:
+        lnc = inv.logical_nc_config
+        if inv.source == "lease":
+            # Cores leased by an enclosing lease (here or in a parent): reuse them, lock nothing.
             self._check_fits(inv, cores, len(inv.core_ids))
-            if inv.source == "lease":
-                # Cores leased by an enclosing lease (here or in a parent): reuse them, lock nothing.
-                first, last = inv.core_ids[0], inv.core_ids[-1]
-                env = {var: inv.env_value or ""}
-                yield CoreLease(inv.kind, first, last, len(inv.core_ids), env, 0.0, inv.total, inv.source)
-                return
-            candidates = [inv.core_ids]
-        else:
-            longest = max((len(run) for run in contiguous_runs(inv.core_ids)), default=0)
-            self._check_fits(inv, cores, longest)
-            candidates = None
+            first, last = inv.core_ids[0], inv.core_ids[-1]
+            env = {var: inv.env_value or ""}
+            yield CoreLease(inv.kind, first, last, len(inv.core_ids), env, 0.0, inv.total, inv.source, scope, lnc)
+            return
+        if inv.preset:
+            ids = self._preset_cores(inv, cores, log)
+            value = (inv.env_value or "") if inv.kind == "cuda" else format_core_range(ids[0], ids[-1])
+            lease = CoreLease(inv.kind, ids[0], ids[-1], len(ids), {var: value}, 0.0, inv.total, "env", scope, lnc)
+            log.info("%s uses %s %s preset by the environment (%s); no file locks", holder, inv.unit, value, inv.detail)
+            with _exported(lease.env, inv.kind):
+                yield lease
+            return
 
-        held, wait_s = self._acquire(inv, cores, candidates, holder, log)
+        bound = _binding(inv.kind)
+        if bound is not None and scope == "process":
+            if cores > bound.count:
+                raise CoreRequestTooLarge(
+                    f"{holder} asked for {cores} {inv.unit}, but this process already holds {bound.env_value} "
+                    f"(leased by {bound.holder}) until it exits: the Neuron runtime keeps the cores of the process "
+                    f"that started it and cannot grow. Fix: run this step in its own process (the multiprocess "
+                    f"executor does), or lease the larger count first."
+                )
+            env = {var: bound.env_value}
+            lease = CoreLease(
+                inv.kind, bound.first, bound.last, bound.count, env, 0.0, inv.total, "process", scope, lnc
+            )
+            log.info("%s reuses this process's %s %s (held since %s)", holder, inv.unit, bound.env_value, bound.holder)
+            with _exported(env, inv.kind):
+                yield lease
+            return
+
+        longest = max((len(run) for run in contiguous_runs(inv.core_ids)), default=0)
+        self._check_fits(inv, cores, longest)
+        held, wait_s = self._acquire(inv, cores, min(up_to, max(longest // cores * cores, cores)), holder, scope, log)
+        keep = scope == "process" and inv.kind == "neuron"
         try:
             chosen = sorted(held.fds)
-            env = {var: self._env_value(inv, chosen, log)}
-            lease = CoreLease(inv.kind, chosen[0], chosen[-1], len(chosen), env, wait_s, inv.total, inv.source)
+            value = ",".join(str(i) for i in chosen) if inv.kind == "cuda" else format_core_range(chosen[0], chosen[-1])
+            lease = CoreLease(
+                inv.kind, chosen[0], chosen[-1], len(chosen), {var: value}, wait_s, inv.total, inv.source, scope, lnc
+            )
             log.info(
-                "%s leased %s %s (%d of %d, %s) after %.1f s",
+                "%s leased %s %s (%d of %d, %s) after %.1f s, until %s",
                 holder,
                 inv.unit,
                 lease.cores,
@@ -209,25 +293,35 @@ class CoreAllocator:
                 inv.total,
                 inv.detail or inv.source,
                 wait_s,
+                _UNTIL[scope] if keep or scope == "children" else "the end of its block",
             )
-            with _exported(env):
+            with _exported(lease.env, inv.kind):
                 yield lease
         finally:
-            held.release()
+            if keep:
+                # The runtime may have started in the body: its cores are this process's until it exits.
+                _BINDINGS[inv.kind] = _Binding(os.getpid(), held, chosen[0], chosen[-1], value, holder)
+            else:
+                held.release()
 
-    def _env_value(self, inv: HostInventory, chosen: list[int], log: logging.Logger) -> str:
+    def _preset_cores(self, inv: HostInventory, cores: int, log: logging.Logger) -> tuple[int, ...]:
+        """Exactly the preset cores when they form one range; else the longest range of them (optimum-neuron counts
+        a comma list as one core, and tensor-parallel ranks need neighbouring cores)."""
         if inv.kind == "cuda":
-            if inv.preset and inv.env_value:
-                return inv.env_value
-            return ",".join(str(i) for i in chosen)  # CUDA takes comma lists, not ranges
-        if len(contiguous_runs(chosen)) == 1:
-            return format_core_range(chosen[0], chosen[-1])
-        log.warning(
-            "%s=%s from the environment is not one contiguous range: optimum-neuron counts a comma list as one core",
-            NEURON_ENV,
-            inv.env_value,
-        )
-        return inv.env_value or format_core_ids(chosen)
+            self._check_fits(inv, cores, len(inv.core_ids))
+            return inv.core_ids
+        runs = contiguous_runs(inv.core_ids)
+        best = max(runs, key=len)
+        self._check_fits(inv, cores, len(best))
+        if len(runs) > 1:
+            log.warning(
+                "%s=%s from the environment is not one contiguous range: using %s, its longest range. Ask the "
+                "scheduler for contiguous cores (the Neuron scheduler extension on EKS).",
+                NEURON_ENV,
+                inv.env_value,
+                format_core_range(best[0], best[-1]),
+            )
+        return best
 
     def _check_fits(self, inv: HostInventory, cores: int, most: int) -> None:
         if cores <= most:
@@ -235,6 +329,11 @@ class CoreAllocator:
         where = f"source: {inv.detail or inv.source}" + (f"; instance {inv.instance_type}" if inv.instance_type else "")
         if inv.source == "lease":
             fix = f"an enclosing lease holds {most} for this process; request at most {most}, or lease more outside"
+        elif inv.preset and most < len(inv.core_ids):
+            fix = (
+                f"the environment gave this process cores {inv.env_value}, whose longest contiguous range is {most}; "
+                "ask the scheduler for contiguous cores (the Neuron scheduler extension on EKS)"
+            )
         elif inv.preset:
             fix = (
                 f"the environment gave this process exactly these; request at most {most}, or ask the scheduler for "
@@ -254,15 +353,10 @@ class CoreAllocator:
         )
 
     def _lock_root(self) -> Path:
-        root = Path(self.lock_dir) if self.lock_dir else paths.subdir("locks", "neuron")
         try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CoreLeaseError(
-                f"cannot create the lease lock directory {root}: {exc}. Set NeuronResource.lock_dir to a writable "
-                "local directory shared by every process of this host."
-            ) from exc
-        return root
+            return prepare_lock_dir(self.lock_dir)
+        except LockDirError as exc:
+            raise CoreLeaseError(str(exc)) from exc
 
     @contextlib.contextmanager
     def _alloc_lock(self) -> Iterator[Path]:
@@ -272,32 +366,28 @@ class CoreAllocator:
             yield root
 
     def _acquire(
-        self,
-        inv: HostInventory,
-        cores: int,
-        candidates: list[tuple[int, ...]] | None,
-        holder: str,
-        log: logging.Logger,
-    ) -> tuple[_Held, float]:
+        self, inv: HostInventory, cores: int, up_to: int, holder: str, scope: str, log: logging.Logger
+    ) -> tuple[core_locks.HeldCores, float]:
         started = time.monotonic()
         deadline = started + self.wait_timeout_s
-        names = _lock_names(inv)
-        chip = cores_per_chip(inv.instance_type)
+        names = core_locks.lock_names(inv)
+        chip = cores_per_chip(inv.instance_type, inv.logical_nc_config)
+        until = _UNTIL[scope] if inv.kind == "neuron" else "the end of its block"
         last_report = None
         while True:
             with self._alloc_lock() as root:
-                held = _try_take(root, names, cores, candidates, chip)
+                held = core_locks.try_take(root, names, cores, up_to, chip)
                 if held is not None:
                     waited = time.monotonic() - started
                     try:
-                        _write_holder(held, inv.kind, holder, waited)
+                        core_locks.write_holder(held, inv.kind, holder, waited, until)
                     except BaseException:
                         held.release()
                         raise
                     return held, waited
-                holders = _read_holders(root, inv.kind)
+                holders = core_locks.read_holders(root, inv.kind)
             now = time.monotonic()
-            report = _describe_holders(holders) or "no neuronforge holders (cores taken between polls)"
+            report = core_locks.describe_holders(holders) or "no neuronforge holders (cores taken between polls)"
             if now >= deadline:
                 raise CoreLeaseTimeout(
                     f"{holder} timed out after {now - started:.1f} s waiting for {cores} {inv.unit} "
@@ -312,122 +402,29 @@ class CoreAllocator:
     def holders(self, kind: str) -> list[dict[str, Any]]:
         """Current neuronforge lease holders of this lock directory, one record per held core."""
         with self._alloc_lock() as root:
-            return _read_holders(root, kind)
-
-
-def _lock_names(inv: HostInventory) -> dict[int, str]:
-    """Lock file name per core id. A CUDA preset may list UUIDs, so lock the named devices, not the indices."""
-    if inv.kind == "cuda" and inv.preset and inv.env_value:
-        entries = [e.strip() for e in inv.env_value.split(",") if e.strip()]
-        return {i: f"cuda-{re.sub(r'[^A-Za-z0-9_.-]', '_', entry)}.lock" for i, entry in enumerate(entries)}
-    return {i: f"{inv.kind}-{i}.lock" for i in inv.core_ids}
-
-
-def _try_take(
-    root: Path,
-    names: dict[int, str],
-    cores: int,
-    candidates: list[tuple[int, ...]] | None,
-    chip: int,
-) -> _Held | None:
-    """Under the alloc lock: lock every free core, keep the best window, let the rest go. None when nothing fits.
-
-    Should this process die half-way (even by kill -9), the kernel drops its flocks, the alloc lock included, so a
-    partial acquisition can neither survive nor be observed.
-    """
-    probe = _Held()
-    try:
-        for core, name in names.items():
-            fd = os.open(root / name, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
-                continue
-            probe.fds[core] = fd
-        free = sorted(probe.fds)
-        windows = candidates if candidates is not None else _windows(free, cores, chip)
-        chosen = next((w for w in windows if all(c in probe.fds for c in w)), None)
-        if chosen is None:
-            probe.release()
-            return None
-        held = _Held({c: probe.fds.pop(c) for c in chosen})
-        probe.release()
-        return held
-    except BaseException:
-        probe.release()
-        raise
-
-
-def _write_holder(held: _Held, kind: str, holder: str, waited: float) -> None:
-    """Who holds the cores, for the wait and timeout messages of others (read only while the flock is held)."""
-    record = {
-        "pid": os.getpid(),
-        "holder": holder,
-        "host": socket.gethostname(),
-        "since": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cores": format_core_ids(sorted(held.fds)),
-        "kind": kind,
-        "waited_s": round(waited, 3),
-    }
-    data = json.dumps(record).encode()
-    for fd in held.fds.values():
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
-
-
-def _read_holders(root: Path, kind: str) -> list[dict[str, Any]]:
-    """Holder records of the cores whose flock is held right now (call under the alloc lock)."""
-    records = []
-    for path in sorted(root.glob(f"{kind}-*.lock")):
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                pass  # held: read who holds it
-            else:
-                fcntl.flock(fd, fcntl.LOCK_UN)  # free: its content (if any) is history
-                continue
-            raw = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            record = {"holder": "?", "pid": 0, "cores": path.stem.removeprefix(f"{kind}-")}
-        record.setdefault("pid", 0)
-        records.append(record)
-    return records
-
-
-def _describe_holders(records: list[dict[str, Any]]) -> str:
-    """One entry per lease: 'embeddings (pid 123 on host-a, cores 0-7, since 2025-01-01T12:00:01+00:00); ...'."""
-    leases = {}
-    for rec in records:
-        key = (rec.get("pid"), rec.get("holder"), rec.get("cores"))
-        leases[key] = rec
-    parts = []
-    for (pid, holder, cores), rec in sorted(leases.items(), key=lambda item: str(item[0])):
-        since = str(rec.get("since", "?"))
-        parts.append(f"{holder} (pid {pid} on {rec.get('host', '?')}, cores {cores}, since {since})")
-    return "; ".join(parts)
+            return core_locks.read_holders(root, kind)
 
 
 @contextlib.contextmanager
-def _exported(env: dict[str, str]) -> Iterator[None]:
-    """Set `env` (and the lease marker) in os.environ for the body, then restore the previous values exactly."""
-    full = dict(env)
+def _exported(env: dict[str, str], kind: str) -> Iterator[None]:
+    """Set `env` (and the lease marker) in os.environ for the body, clear NEURON_RT_NUM_CORES on Neuron, then restore
+    the previous values exactly."""
+    full: dict[str, str | None] = dict(env)
     if env:
         var, value = next(iter(env.items()))
         full[LEASE_MARKER_ENV] = f"{var}={value}"
+    if kind == "neuron":
+        if os.environ.get(NUM_CORES_ENV):
+            logger.info(
+                "%s=%s cleared inside the lease (%s decides)", NUM_CORES_ENV, os.environ[NUM_CORES_ENV], NEURON_ENV
+            )
+        full[NUM_CORES_ENV] = None
     saved = {key: os.environ.get(key) for key in full}
-    os.environ.update(full)
+    for key, value in full.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         yield
     finally:

@@ -60,9 +60,12 @@ def contiguous_runs(ids: Sequence[int]) -> list[tuple[int, ...]]:
     return [tuple(run) for run in runs]
 
 
-def cores_per_chip(instance_type: str | None) -> int:
-    """NeuronCores the runtime exposes per /dev/neuronN device: 4 logical on trn2 (LNC=2), 2 on inf2/trn1."""
-    return 4 if instance_type and instance_type.startswith("trn2") else 2
+def cores_per_chip(instance_type: str | None, logical_nc_config: int | None = None) -> int:
+    """NeuronCores the runtime exposes per /dev/neuronN device: 2 on inf2/trn1 (LNC is always 1 there); on trn2 its 8
+    physical cores grouped by NEURON_LOGICAL_NC_CONFIG: 4 logical cores at the default LNC=2, 8 at LNC=1."""
+    if instance_type and instance_type.startswith("trn2"):
+        return 8 // (logical_nc_config or 2)
+    return 2
 
 
 @dataclass(frozen=True)

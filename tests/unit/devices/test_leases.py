@@ -22,12 +22,16 @@ from device_helpers import FIXTURES, FORK, WORKER, _hold, fake_neuron_ls, wait_f
 
 from neuronforge.devices import (
     LEASE_MARKER_ENV,
+    LOCK_DIR_ENV,
     NEURON_ENV,
+    NUM_CORES_ENV,
     CoreLease,
+    CoreLeaseError,
     CoreLeaseTimeout,
     CoreRequestTooLarge,
+    core_locks,
     format_core_range,
-    leases,
+    lock_dir,
 )
 from resources.devices import NeuronResource
 
@@ -37,7 +41,7 @@ from resources.devices import NeuronResource
 
 def test_lease_sets_and_restores_env(host: types.SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
     resource = NeuronResource(total_cores=24, lock_dir=host.locks)
-    with resource.lease(4, holder="embeddings") as lease:
+    with resource.lease(4, holder="embeddings", scope="children") as lease:
         assert isinstance(lease, CoreLease)
         assert (lease.kind, lease.first, lease.last, lease.count, lease.host_total) == ("neuron", 0, 3, 4, 24)
         assert lease.env == {NEURON_ENV: "0-3"} and os.environ[NEURON_ENV] == "0-3"
@@ -59,13 +63,15 @@ def test_lease_sets_and_restores_env(host: types.SimpleNamespace, monkeypatch: p
     assert NEURON_ENV not in os.environ and LEASE_MARKER_ENV not in os.environ
 
     # A value that was there before comes back, even when the body raises.
-    monkeypatch.setenv(NEURON_ENV, "0-1")
+    # NEURON_RT_NUM_CORES is cleared inside (it would cap optimum-neuron's count below the lease) and comes back.
+    monkeypatch.setenv(NUM_CORES_ENV, "1")
     with pytest.raises(RuntimeError, match="boom"):
-        with resource.lease(2, holder="x") as lease:
-            assert os.environ[NEURON_ENV] == lease.env[NEURON_ENV]
+        with resource.lease(2, holder="x", scope="children") as lease:
+            assert os.environ[NEURON_ENV] == lease.env[NEURON_ENV] == "0-1"
+            assert NUM_CORES_ENV not in os.environ
             raise RuntimeError("boom")
-    assert os.environ[NEURON_ENV] == "0-1"
-    with resource.lease(24, holder="all", log=logging.getLogger("test")) as everything:
+    assert os.environ[NUM_CORES_ENV] == "1" and NEURON_ENV not in os.environ and LEASE_MARKER_ENV not in os.environ
+    with resource.lease(24, holder="all", log=logging.getLogger("test"), scope="children") as everything:
         assert everything.env == {NEURON_ENV: "0-23"}  # the failed body's cores were released
 
 
@@ -115,9 +121,20 @@ def test_eks_preset_is_respected(host: types.SimpleNamespace, monkeypatch: pytes
         with NeuronResource(lock_dir=host.locks, wait_timeout_s=0).lease(1, holder="inner") as inner:
             assert (inner.source, inner.env) == ("lease", {NEURON_ENV: "4-7"})
     assert os.environ[NEURON_ENV] == "4,5,6,7"
+    # The device plugin already arbitrated: no file locks (on a shared volume they would block other nodes' pods).
+    assert not Path(host.locks).exists()
+    assert lease.metadata()["lease_held_until"] == "not locked (preset by the environment)"
 
     with pytest.raises(CoreRequestTooLarge, match=r"8 NeuronCores requested.*4 available.*NEURON_RT_VISIBLE_CORES"):
         with resource.lease(8, holder="too-big"):
+            pass
+
+    # A non-contiguous preset: optimum-neuron would count "0,1,4,5,6" as one core, so the lease is its longest range.
+    monkeypatch.setenv(NEURON_ENV, "0,1,4,5,6")
+    with resource.lease(2, holder="gappy") as gappy:
+        assert (gappy.env, gappy.count) == ({NEURON_ENV: "4-6"}, 3)
+    with pytest.raises(CoreRequestTooLarge, match="longest contiguous range is 3.*scheduler extension"):
+        with resource.lease(4, holder="gappy-4"):
             pass
 
 
@@ -139,9 +156,32 @@ def test_over_request_fails_at_once(host: types.SimpleNamespace) -> None:
             pass
 
 
-def test_default_lock_dir_is_under_neuronforge_home(host: types.SimpleNamespace) -> None:
-    with NeuronResource(total_cores=2).lease(1, holder="a"):
-        assert (host.tmp / "home" / "locks" / "neuron" / "neuron-0.lock").exists()
+def test_default_lock_dir_is_node_local(host: types.SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not under NEURONFORGE_HOME: on k8s that is a shared volume, and pods on other nodes would block each other.
+    with NeuronResource(total_cores=2).lease(1, holder="a", scope="children"):
+        assert (host.tmp / "run-lock" / "neuronforge" / "neuron-0.lock").exists()
+    assert not (host.tmp / "home" / "locks").exists()
+    assert (host.tmp / "run-lock" / "neuronforge").stat().st_mode & 0o1777 == 0o1777  # shared by the host's users
+    monkeypatch.setenv(LOCK_DIR_ENV, str(host.tmp / "configured"))
+    with NeuronResource(total_cores=2).lease(1, holder="b", scope="children"):
+        assert (host.tmp / "configured" / "neuron-0.lock").exists()
+
+
+def test_lock_dir_on_a_network_filesystem_is_refused(host: types.SimpleNamespace, monkeypatch) -> None:
+    shared = host.tmp / "efs"
+    shared.mkdir()
+    mountinfo = host.tmp / "mountinfo"
+    mountinfo.write_text(
+        "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw\n"
+        f"98 22 0:52 / {shared} rw,relatime shared:40 - nfs4 fs-0123.efs.us-east-1.amazonaws.com:/ rw,vers=4.1\n"
+    )
+    monkeypatch.setattr(lock_dir, "_MOUNTINFO", mountinfo)
+    assert lock_dir.filesystem_of(host.tmp / "local") == ("ext4", "/")
+    with pytest.raises(
+        CoreLeaseError, match=rf"{shared}/locks is on a network filesystem \(nfs4 mounted at {shared}\).*node-local"
+    ):
+        with NeuronResource(total_cores=2, lock_dir=str(shared / "locks")).lease(1, holder="on-efs"):
+            pass
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -152,7 +192,8 @@ def _contend(lock_dir: str, worker: int, requests: list[int], out: str) -> None:
     resource = NeuronResource(total_cores=24, lock_dir=lock_dir, wait_timeout_s=120, poll_interval_s=0.01)
     records = []
     for n in requests:
-        with resource.lease(n, holder=f"worker-{worker}") as lease:
+        # scope="children": the flock arbitration itself, with leases that end with their blocks.
+        with resource.lease(n, holder=f"worker-{worker}", scope="children") as lease:
             start = time.monotonic()  # CLOCK_MONOTONIC is system-wide: comparable across processes
             assert os.environ[NEURON_ENV] == format_core_range(lease.first, lease.last)
             assert lease.last - lease.first + 1 == lease.count == n
@@ -161,7 +202,7 @@ def _contend(lock_dir: str, worker: int, requests: list[int], out: str) -> None:
     Path(out).write_text(json.dumps(records))
 
 
-def test_many_processes_never_share_a_core(host: types.SimpleNamespace) -> None:
+def test_many_processes_never_share_a_core_between_blocks(host: types.SimpleNamespace) -> None:
     mix = [1, 2, 8, 12]
     workers = []
     for i in range(10):
@@ -222,7 +263,7 @@ def _die_mid_acquisition(lock_dir: str) -> None:
             if taken["cores"] == 5:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    leases.fcntl = types.SimpleNamespace(
+    core_locks.fcntl = types.SimpleNamespace(
         flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, LOCK_SH=fcntl.LOCK_SH, LOCK_UN=fcntl.LOCK_UN
     )
     with NeuronResource(total_cores=24, lock_dir=lock_dir).lease(12, holder="doomed"):
