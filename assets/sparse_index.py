@@ -31,7 +31,8 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     ):
         from neuronforge.backends import load_encoder
         from neuronforge.shards import encode_shards, read_shards, sparse_matrix, sparse_table
-        from neuronforge.sparse_index import FORMAT_VERSION, SparseIndex, sparsity_stats, to_csr, top_tokens
+        from neuronforge.sparse_build import write_index
+        from neuronforge.sparse_index import FORMAT_VERSION, to_csr, top_tokens
 
         exported, corpus_record = upstream_records(context, storage, spec)
         artifact_dir, manifest = exported.path_of("artifact_dir"), read_manifest(exported.path_of("artifact_dir"))
@@ -50,13 +51,18 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             run = encode_shards(shards, shard_dir, manifest["compile_key"], encode, context.log, remove_stale=False)
 
         started = time.perf_counter()
-        table = read_shards(shard_dir, ["doc_id", "term_ids", "weights"], run.shards)
-        matrix = sparse_matrix(table, vocab)
-        index = SparseIndex.build(matrix, table.column("doc_id").to_pylist(), vocab)
+
+        def shard_batches():  # one shard at a time: the build's memory stays flat however large the corpus
+            for name in run.shards:
+                table = read_shards(shard_dir, ["doc_id", "term_ids", "weights"], [name])
+                yield sparse_matrix(table, vocab), table.column("doc_id").to_pylist()
+
         # Shard names hash the compile key and every chunk: the same content gives the same record (and folder).
         key = stable_hash([manifest["compile_key"], run.shards, FORMAT_VERSION])
         index_dir = storage.stage_dir("sparse_index", spec.name) / f"index-{key}"
-        index.save(index_dir, extra_meta={"model": spec.name, "compile_key": manifest["compile_key"]})
+        meta = write_index(
+            index_dir, shard_batches, vocab, {"model": spec.name, "compile_key": manifest["compile_key"]}
+        )
         build_s = time.perf_counter() - started
         size = sum(p.stat().st_size for p in index_dir.iterdir())
         record = storage.write_record(
@@ -70,17 +76,18 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "corpus_fingerprint": corpus_record.key,
             },
         )
-        stats = sparsity_stats(matrix, vocab)
+        stats = meta["stats"]
+        matrix, doc_ids = next(iter(shard_batches()), (None, []))  # examples from the first shard
         examples = [
             [doc, ", ".join(f"{tok} {w:.2f}" for tok, w in top_tokens(matrix[row], encoder.tokenizer, 8))]
-            for row, doc in list(enumerate(table.column("doc_id").to_pylist()))[:: max(1, matrix.shape[0] // 5)][:5]
+            for row, doc in list(enumerate(doc_ids))[:: max(1, len(doc_ids) // 5)][:5]
         ]
         return dg.MaterializeResult(
             data_version=dg.DataVersion(record.key),
             metadata={
                 **record_metadata(record),
                 "index_dir": dg.MetadataValue.path(str(index_dir)),
-                "documents": index.n_docs,
+                "documents": meta["documents"],
                 "chunks": run.chunks,
                 "shards_reused": run.reused,
                 "chunks_encoded": run.encoded_chunks,

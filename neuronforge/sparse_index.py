@@ -1,60 +1,80 @@
-"""A SPLADE inverted index with exact top-k search, stored as memory-mappable numpy files.
+"""A SPLADE inverted index with exact top-k search, stored as memory-mappable numpy files; several such indexes
+(segments, e.g. one per corpus partition) searched as one with an exact merge.
 
 Rows are chunks, each with the id of the document it came from; a document's score for a query is the MAX over its
 chunks' dot products (the best passage decides, as in MaxP passage-level retrieval), so a long document is not
-rewarded for merely having many chunks. `build` reorders rows so a document's chunks are adjacent, which makes that
-aggregation one `np.maximum.reduceat`.
+rewarded for merely having many chunks. Chunks of a document are adjacent rows (`build` reorders them so).
 
-Search is exact: a query touches only its terms' posting lists; their (row, weight x query weight) products are summed
-per row with `np.bincount` into a dense score array (float64: products are formed and summed in double, so scores
-equal `brute_force_scores` to ~1e-12), then the top k documents come from `argpartition` and a stable sort by
-(-score, document number), so ties are deterministic. Only documents sharing at least one term with the query
-(score > 0) are returned: an empty query gives an empty result. Weights must be non-negative (SPLADE's
-log1p(relu(.)) always is), which makes "matched" and "score > 0" the same thing.
+Search is exact (neuronforge/sparse_kernel.py, compiled): a query touches only its terms' posting lists; products
+are summed per row in float64 into a reused buffer (scores equal `brute_force_scores` bitwise), documents take the
+MAX over their rows, and the top k come from a heap over touched documents ordered by (-score, document number), so
+ties are deterministic: the document that comes first in the index wins. Only documents sharing at least one term
+with the query (score > 0) are returned. Weights must be non-negative (SPLADE's log1p(relu(.)) always is), which
+makes "matched" and "score > 0" the same thing. A search can split the rows into document ranges searched on
+several threads (the kernel releases the GIL); their top-k lists merge exactly, because the ranges share no document.
 
-On-disk format (folder, written atomically; FORMAT_VERSION 1). Term-major (CSC of the row x vocab matrix):
+On-disk format (folder, written atomically; FORMAT_VERSION 2). Term-major, postings blocked by row: row block b holds
+rows b*65536 .. b*65536+65535, and a posting stores only its row's low 16 bits, so a posting costs 6 bytes (2 + 4)
+instead of 8 and a thread's row range maps to whole blocks plus two binary searches:
 
-    meta.json             {"format": "neuronforge-sparse-index", "format_version": 1, "vocab_size": V, "rows": R,
-                           "documents": D, "nnz": N, "aggregation": "max", "stats": {...}, ...caller's extra keys}
-    postings_indptr.npy   int64[V + 1]  term t's postings are entries indptr[t]:indptr[t+1] of the two arrays below
-    postings_rows.npy     int32[N]      row (chunk) numbers, ascending within a term
-    postings_weights.npy  float32[N]    the row's weight for the term
-    row_doc.npy           int32[R]      document number of each row, non-decreasing (chunks of a document adjacent)
-    doc_ids.json          [D strings]   document ids by document number
+    meta.json             {"format": "neuronforge-sparse-index", "format_version": 2, "vocab_size": V, "rows": R,
+                           "documents": D, "nnz": N, "row_blocks": B, "aggregation": "max", "stats": {...}, ...}
+    postings_blocks.npy   int64[V, B + 1]  term t's postings in row block b are entries blocks[t, b]:blocks[t, b+1]
+                                           of the two arrays below (blocks[t, B] == blocks[t + 1, 0])
+    postings_lows.npy     uint16[N]        row number & 0xFFFF, ascending within a (term, block)
+    postings_weights.npy  float32[N]       the row's weight for the term (kept float: quantised weights reorder
+                                           near-tied documents, see docs/sparse_search.md)
+    row_doc.npy           int32[R]         document number of each row, non-decreasing (chunks of a document adjacent)
+    doc_ids.json          [D strings]      document ids by document number
 
 `SparseIndex.load(folder, mmap=True)` maps the three big arrays read-only (`np.load(mmap_mode="r")`), so opening an
-index is O(V + R) and the OS pages in only the posting lists that queries touch.
+index is O(V·B + R) and the OS pages in only the posting lists that queries touch. `neuronforge.sparse_build`
+writes this format streaming over row batches (shards) with flat memory.
+
+Segments: `SegmentedIndex([folder, ...])` searches indexes that share a vocabulary and no document as one index.
+Document numbers run through the segments in the order given, so its results, ties included, are exactly those of
+one index built over the segments' rows concatenated in that order.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import json
-from collections.abc import Mapping, Sequence
+import os
+import queue
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from neuronforge import sparse_kernel
 from neuronforge.artifacts import atomic_dir
 from neuronforge.retrieval import RowGroups, top_k_indices
 
 FORMAT = "neuronforge-sparse-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Below this many rows per range a second thread costs more (dispatch, merge) than it saves.
+MIN_ROWS_PER_THREAD = 100_000
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "IndexFormatError",
+    "SegmentedIndex",
     "SparseIndex",
     "brute_force_scores",
     "brute_force_search",
+    "merge_top_k",
     "sparsity_stats",
     "to_csr",
     "top_tokens",
 ]
 
 Query = Any  # a 1 x V scipy sparse row, a dense [V] vector, or (term_ids, weights)
+Hits = tuple[np.ndarray, np.ndarray]  # (document numbers int64, float64 scores), best first
 
 
 class IndexFormatError(RuntimeError):
@@ -116,25 +136,76 @@ def _query_terms(query: Query, vocab_size: int) -> tuple[np.ndarray, np.ndarray]
     return row.indices.astype(np.int64), row.data
 
 
+def row_blocks(n_rows: int) -> int:
+    """Number of 65536-row blocks of an index with `n_rows` rows (at least one)."""
+    return max(1, -(-n_rows // sparse_kernel.BLOCK_ROWS))
+
+
+def blocked_postings(csc: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(blocks, lows, weights) of a [rows, V] CSC matrix with sorted indices (see the format above)."""
+    n_rows, vocab = csc.shape
+    n_blocks = row_blocks(n_rows)
+    rows = csc.indices.astype(np.int64)
+    terms = np.repeat(np.arange(vocab, dtype=np.int64), np.diff(csc.indptr))
+    counts = np.bincount(terms * n_blocks + (rows >> sparse_kernel.BLOCK_BITS), minlength=vocab * n_blocks)
+    return (
+        block_table(counts.reshape(vocab, n_blocks)),
+        (rows & (sparse_kernel.BLOCK_ROWS - 1)).astype(np.uint16),
+        csc.data.astype(np.float32),
+    )
+
+
+def block_table(counts: np.ndarray) -> np.ndarray:
+    """[V, B] posting counts per (term, row block) -> the int64[V, B + 1] start offsets of the format."""
+    vocab, n_blocks = counts.shape
+    ends = np.cumsum(counts.ravel(), dtype=np.int64).reshape(vocab, n_blocks)
+    table = np.empty((vocab, n_blocks + 1), dtype=np.int64)
+    table[:, 1:] = ends
+    table[:, 0] = ends[:, -1] - counts.sum(axis=1)
+    return table
+
+
+def merge_top_k(parts: Iterable[Hits], k: int) -> Hits:
+    """Exact top-k of the union of top-k lists over disjoint document sets, by (-score, document number)."""
+    parts = [p for p in parts if p[0].size]
+    if not parts:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    docs = np.concatenate([p[0] for p in parts])
+    scores = np.concatenate([p[1] for p in parts])
+    order = np.lexsort((docs, -scores))[:k]  # lexsort: last key is primary
+    return docs[order], scores[order]
+
+
+@functools.cache
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="sparse-search")
+
+
+def _auto_threads(n_rows: int) -> int:
+    return max(1, min(os.cpu_count() or 1, n_rows // MIN_ROWS_PER_THREAD))
+
+
 class SparseIndex:
     """Posting lists of a chunk x vocab SPLADE matrix, searched exactly; documents score the MAX over their chunks."""
 
     def __init__(
         self,
-        indptr: np.ndarray,
-        rows: np.ndarray,
+        blocks: np.ndarray,
+        lows: np.ndarray,
         weights: np.ndarray,
         row_doc: np.ndarray,
         doc_ids: Sequence[str],
         vocab_size: int,
         meta: Mapping[str, Any] | None = None,
     ):
-        self.indptr, self.rows, self.weights = indptr, rows, weights
+        self.blocks, self.lows, self.weights = blocks, lows, weights
         self.row_doc = row_doc
         self.doc_ids = list(doc_ids)
         self.vocab_size = int(vocab_size)
         self.meta = dict(meta or {})
-        self._groups = RowGroups(self.doc_ids, row_doc)
+        # Every document has a row and rows are grouped by document, so equal counts mean row i is document i.
+        self.rows_are_docs = self.n_rows == self.n_docs
+        self._buffers: queue.SimpleQueue[sparse_kernel.Buffers] = queue.SimpleQueue()
 
     @property
     def n_rows(self) -> int:
@@ -146,7 +217,7 @@ class SparseIndex:
 
     @property
     def nnz(self) -> int:
-        return int(self.rows.shape[0])
+        return int(self.lows.shape[0])
 
     def __repr__(self) -> str:
         return f"SparseIndex(docs={self.n_docs}, rows={self.n_rows}, vocab={self.vocab_size}, nnz={self.nnz})"
@@ -155,102 +226,88 @@ class SparseIndex:
 
     @classmethod
     def build(cls, matrix: Any, ids: Sequence[str], vocab_size: int) -> SparseIndex:
-        """Index a [rows, vocab] sparse matrix; `ids[i]` is the document id of row i (chunks of a doc share it)."""
-        # A copy: sum_duplicates/eliminate_zeros work in place, and the caller's arrays may be read-only (Arrow).
-        matrix = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-        if matrix.shape[1] != vocab_size:
-            raise ValueError(f"matrix has {matrix.shape[1]} columns but vocab_size={vocab_size}")
+        """Index a [rows, vocab] sparse matrix in memory; `ids[i]` is the document id of row i (chunks share it).
+
+        Documents are numbered in order of first appearance. For corpora larger than memory, write the folder with
+        `neuronforge.sparse_build.write_index` instead.
+        """
+        matrix = clean_matrix(matrix, vocab_size)
         if matrix.shape[0] != len(ids):
             raise ValueError(f"{len(ids)} ids for {matrix.shape[0]} matrix rows: give one document id per row")
-        matrix.sum_duplicates()
-        matrix.eliminate_zeros()
-        if matrix.data.size and not np.isfinite(matrix.data).all():
-            raise ValueError("matrix holds NaN/inf weights: the encoder diverged; check its output before indexing")
-        if matrix.data.size and matrix.data.min() < 0:
-            raise ValueError(
-                "matrix holds negative weights: an inverted index needs non-negative (SPLADE) weights; "
-                "use retrieval.dense_search for signed embeddings"
-            )
         groups = RowGroups.from_row_ids(ids)
         order = np.argsort(groups.row_doc, kind="stable")  # chunks of a document become adjacent
         csc = matrix[order].tocsc()
         csc.sort_indices()
-        return cls(
-            indptr=csc.indptr.astype(np.int64),
-            rows=csc.indices.astype(np.int32),
-            weights=csc.data.astype(np.float32),
-            row_doc=groups.row_doc[order].astype(np.int32),
-            doc_ids=groups.doc_ids,
-            vocab_size=vocab_size,
-        )
+        blocks, lows, weights = blocked_postings(csc)
+        index = cls(blocks, lows, weights, groups.row_doc[order].astype(np.int32), groups.doc_ids, vocab_size)
+        index.meta["stats"] = active_stats(np.diff(matrix.indptr), vocab_size) | {
+            "documents": index.n_docs,
+            "terms_used": int(np.count_nonzero(np.diff(csc.indptr))),
+        }
+        return index
 
     # ------------------------------------------------------------------------------------------------- searching
 
-    def _row_scores(self, terms: np.ndarray, qweights: np.ndarray) -> np.ndarray | None:
-        starts, ends = self.indptr[terms], self.indptr[terms + 1]
-        lengths = ends - starts
-        if not lengths.any():
-            return None
-        hit_rows = np.concatenate([self.rows[s:e] for s, e in zip(starts, ends, strict=True)])
-        hit_weights = np.concatenate(
-            [self.weights[s:e].astype(np.float64) * w for s, e, w in zip(starts, ends, qweights, strict=True)]
-        )
-        # bincount sums weights per row in one C pass (np.add.at is an order of magnitude slower).
-        return np.bincount(hit_rows, weights=hit_weights, minlength=self.n_rows)
+    def doc_ranges(self, parts: int) -> list[tuple[int, int]]:
+        """Split the rows into at most `parts` non-empty ranges that start and end at document boundaries."""
+        cuts = {0, self.n_rows}
+        for i in range(1, parts):
+            row = i * self.n_rows // parts
+            if 0 < row < self.n_rows:
+                cuts.add(int(np.searchsorted(self.row_doc, self.row_doc[row], side="left")))
+        edges = sorted(cuts)
+        return [(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False) if hi > lo]
 
-    def search(self, query: Query, k: int = 10) -> list[tuple[str, float]]:
+    def top_k_rows(self, terms: np.ndarray, qweights: np.ndarray, k: int, row_lo: int, row_hi: int) -> Hits:
+        """The kernel over rows [row_lo, row_hi) (document boundaries), with a reused per-thread buffer."""
+        try:
+            buffers = self._buffers.get_nowait()
+        except queue.Empty:
+            buffers = sparse_kernel.Buffers(self.n_rows, self.n_docs)
+        try:
+            return sparse_kernel.top_k_range(
+                terms,
+                qweights,
+                self.blocks,
+                self.lows,
+                self.weights,
+                self.row_doc,
+                self.rows_are_docs,
+                row_lo,
+                row_hi,
+                k,
+                buffers,
+            )
+        finally:
+            self._buffers.put(buffers)
+
+    def top_k(self, query: Query, k: int = 10, threads: int | None = None) -> Hits:
+        """Exact top-k as (document numbers, scores), best first; `threads` None picks by size."""
+        return search_parts([(self, 0)], query, k, threads)
+
+    def search(self, query: Query, k: int = 10, threads: int | None = None) -> list[tuple[str, float]]:
         """Exact top-k documents by dot product: [(doc id, score)], best first, only documents with score > 0."""
-        if k <= 0:
-            return []
-        terms, qweights = _query_terms(query, self.vocab_size)
-        if not terms.size:
-            return []
-        row_scores = self._row_scores(terms, qweights)
-        if row_scores is None:
-            return []
-        doc_scores = self._groups.doc_scores(row_scores)
-        top = top_k_indices(doc_scores, k)
-        top = top[doc_scores[top] > 0]
-        return [(self.doc_ids[i], float(doc_scores[i])) for i in top]
+        docs, scores = self.top_k(query, k, threads)
+        return [(self.doc_ids[d], float(s)) for d, s in zip(docs.tolist(), scores.tolist(), strict=True)]
 
-    def search_many(self, queries: Any, k: int = 10) -> list[list[tuple[str, float]]]:
+    def search_many(self, queries: Any, k: int = 10, threads: int | None = None) -> list[list[tuple[str, float]]]:
         """`search` for each row of a [queries, vocab] sparse matrix (or a list of queries)."""
-        if sp.issparse(queries):
-            queries = sp.csr_matrix(queries)
-            if queries.shape[1] != self.vocab_size:
-                raise ValueError(f"queries have {queries.shape[1]} columns, the index vocabulary {self.vocab_size}")
-            return [self.search(queries.getrow(i), k) for i in range(queries.shape[0])]
-        return [self.search(q, k) for q in queries]
+        return [self.search(q, k, threads) for q in _query_rows(queries, self.vocab_size)]
 
     # ------------------------------------------------------------------------------------------------ persistence
 
     def stats(self) -> dict[str, Any]:
-        active = np.bincount(self.rows, minlength=self.n_rows) if self.n_rows else np.zeros(0)
-        return _active_stats(active, self.vocab_size) | {
-            "documents": self.n_docs,
-            "terms_used": int(np.count_nonzero(np.diff(self.indptr))),
-        }
+        return dict(self.meta.get("stats", {}))
 
     def save(self, folder: Path, extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write the index folder atomically (see the module docstring for the format); return its meta."""
-        meta = {
-            **dict(extra_meta or {}),
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "vocab_size": self.vocab_size,
-            "rows": self.n_rows,
-            "documents": self.n_docs,
-            "nnz": self.nnz,
-            "aggregation": "max",
-            "stats": self.stats(),
-        }
         with atomic_dir(Path(folder)) as tmp:
-            np.save(tmp / "postings_indptr.npy", np.ascontiguousarray(self.indptr, dtype=np.int64))
-            np.save(tmp / "postings_rows.npy", np.ascontiguousarray(self.rows, dtype=np.int32))
+            np.save(tmp / "postings_blocks.npy", np.ascontiguousarray(self.blocks, dtype=np.int64))
+            np.save(tmp / "postings_lows.npy", np.ascontiguousarray(self.lows, dtype=np.uint16))
             np.save(tmp / "postings_weights.npy", np.ascontiguousarray(self.weights, dtype=np.float32))
-            np.save(tmp / "row_doc.npy", np.ascontiguousarray(self.row_doc, dtype=np.int32))
-            (tmp / "doc_ids.json").write_text(json.dumps(self.doc_ids, ensure_ascii=False))
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            meta = write_meta_and_docs(
+                tmp, self.row_doc, self.doc_ids, self.vocab_size, self.nnz, self.stats(), extra_meta
+            )
         self.meta = meta
         return meta
 
@@ -270,26 +327,173 @@ class SparseIndex:
             )
         mode = "r" if mmap else None
         try:
-            indptr = np.load(folder / "postings_indptr.npy", mmap_mode=mode)
-            rows = np.load(folder / "postings_rows.npy", mmap_mode=mode)
+            blocks = np.load(folder / "postings_blocks.npy")
+            lows = np.load(folder / "postings_lows.npy", mmap_mode=mode)
             weights = np.load(folder / "postings_weights.npy", mmap_mode=mode)
             row_doc = np.load(folder / "row_doc.npy")
             doc_ids = json.loads((folder / "doc_ids.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise IndexFormatError(f"{folder}: unreadable index file ({exc}); {rebuild}.") from exc
-        vocab, nnz = meta["vocab_size"], meta["nnz"]
+        vocab, nnz, n_rows = meta["vocab_size"], meta["nnz"], meta["rows"]
         problems = []
-        if indptr.shape != (vocab + 1,) or int(indptr[-1]) != nnz:
-            problems.append(f"postings_indptr shape {indptr.shape} / end {int(indptr[-1])} vs vocab {vocab}, nnz {nnz}")
-        if rows.shape != (nnz,) or weights.shape != (nnz,):
-            problems.append(f"postings arrays {rows.shape}/{weights.shape} vs nnz {nnz}")
-        if row_doc.shape != (meta["rows"],) or len(doc_ids) != meta["documents"]:
-            problems.append(
-                f"row_doc {row_doc.shape} / {len(doc_ids)} doc ids vs meta {meta['rows']}/{meta['documents']}"
-            )
+        if blocks.shape != (vocab, row_blocks(n_rows) + 1) or (vocab and int(blocks[-1, -1]) != nnz):
+            problems.append(f"postings_blocks shape {blocks.shape} vs vocab {vocab}, rows {n_rows}, nnz {nnz}")
+        if lows.shape != (nnz,) or weights.shape != (nnz,) or lows.dtype != np.uint16:
+            problems.append(f"postings arrays {lows.shape}/{weights.shape} vs nnz {nnz}")
+        if row_doc.shape != (n_rows,) or len(doc_ids) != meta["documents"]:
+            problems.append(f"row_doc {row_doc.shape} / {len(doc_ids)} doc ids vs meta {n_rows}/{meta['documents']}")
+        elif n_rows and (row_doc[0] != 0 or row_doc[-1] != len(doc_ids) - 1 or np.any(np.diff(row_doc) < 0)):
+            problems.append("row_doc is not grouped by document (0 .. documents-1, non-decreasing)")
         if problems:
             raise IndexFormatError(f"{folder} is inconsistent ({'; '.join(problems)}): partly copied? {rebuild}.")
-        return cls(indptr, rows, weights, row_doc, doc_ids, vocab, meta)
+        return cls(blocks, lows, weights, row_doc.astype(np.int32, copy=False), doc_ids, vocab, meta)
+
+
+def clean_matrix(matrix: Any, vocab_size: int) -> sp.csr_matrix:
+    """A float32 CSR copy without duplicates or zeros, checked for what an inverted index needs."""
+    # A copy: sum_duplicates/eliminate_zeros work in place, and the caller's arrays may be read-only (Arrow).
+    matrix = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    if matrix.shape[1] != vocab_size:
+        raise ValueError(f"matrix has {matrix.shape[1]} columns but vocab_size={vocab_size}")
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
+    if matrix.data.size and not np.isfinite(matrix.data).all():
+        raise ValueError("matrix holds NaN/inf weights: the encoder diverged; check its output before indexing")
+    if matrix.data.size and matrix.data.min() < 0:
+        raise ValueError(
+            "matrix holds negative weights: an inverted index needs non-negative (SPLADE) weights; "
+            "use retrieval.dense_search for signed embeddings"
+        )
+    return matrix
+
+
+def write_meta_and_docs(
+    folder: Path,
+    row_doc: np.ndarray,
+    doc_ids: Sequence[str],
+    vocab_size: int,
+    nnz: int,
+    stats: Mapping[str, Any],
+    extra_meta: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The small files of an index folder (row_doc, doc_ids, meta); the postings are the writer's."""
+    meta = {
+        **dict(extra_meta or {}),
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vocab_size": int(vocab_size),
+        "rows": int(row_doc.shape[0]),
+        "documents": len(doc_ids),
+        "nnz": int(nnz),
+        "row_blocks": row_blocks(int(row_doc.shape[0])),
+        "aggregation": "max",
+        "stats": dict(stats),
+    }
+    np.save(folder / "row_doc.npy", np.ascontiguousarray(row_doc, dtype=np.int32))
+    (folder / "doc_ids.json").write_text(json.dumps(list(doc_ids), ensure_ascii=False))
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def search_parts(parts: Sequence[tuple[SparseIndex, int]], query: Query, k: int, threads: int | None) -> Hits:
+    """Exact top-k over indexes whose documents are numbered from the given offsets, on up to `threads` threads.
+
+    Each index is cut into document ranges (more than one only when there are more threads than indexes); every
+    range yields its own top k, and the union's top k by (-score, global document number) is the exact answer.
+    """
+    empty = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    if k <= 0 or not parts:
+        return empty
+    terms, qweights = _query_terms(query, parts[0][0].vocab_size)
+    if not terms.size:
+        return empty
+    n_rows = sum(index.n_rows for index, _ in parts)
+    threads = _auto_threads(n_rows) if threads is None else max(1, int(threads))
+    tasks = []
+    for index, offset in parts:
+        share = max(1, round(threads * index.n_rows / max(n_rows, 1))) if threads > len(parts) else 1
+        tasks += [(index, offset, lo, hi) for lo, hi in index.doc_ranges(share)]
+
+    def run(task: tuple[SparseIndex, int, int, int]) -> Hits:
+        index, offset, lo, hi = task
+        docs, scores = index.top_k_rows(terms, qweights, k, lo, hi)
+        return docs + offset, scores
+
+    if threads == 1 or len(tasks) == 1:
+        return merge_top_k(map(run, tasks), k)
+    return merge_top_k(_executor().map(run, tasks), k)
+
+
+class SegmentedIndex:
+    """Several indexes (same vocabulary, disjoint documents) searched as one, exactly.
+
+    Documents are numbered segment by segment in the order given, so results and their tie order equal one index
+    built over all segments' rows concatenated in that order. `threads` spreads segments (and, with more threads
+    than segments, document ranges inside them) over a thread pool.
+    """
+
+    def __init__(self, segments: Sequence[SparseIndex]):
+        if not segments:
+            raise ValueError("a SegmentedIndex needs at least one segment")
+        vocabs = {s.vocab_size for s in segments}
+        if len(vocabs) > 1:
+            raise ValueError(f"segments disagree on vocab_size {sorted(vocabs)}: they must come from the same model")
+        seen: dict[str, int] = {}
+        for number, segment in enumerate(segments):
+            for doc in segment.doc_ids:
+                if seen.setdefault(doc, number) != number:
+                    raise ValueError(
+                        f"document {doc!r} is in segments {seen[doc]} and {number}: a document's chunks must all be "
+                        "in one segment (partition the corpus by document)"
+                    )
+        self.segments = list(segments)
+        self.vocab_size = vocabs.pop()
+        self.offsets = np.cumsum([0] + [s.n_docs for s in segments])
+
+    @classmethod
+    def open(cls, folders: Iterable[Path], mmap: bool = True) -> SegmentedIndex:
+        return cls([SparseIndex.load(Path(f), mmap=mmap) for f in folders])
+
+    @property
+    def n_docs(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def n_rows(self) -> int:
+        return sum(s.n_rows for s in self.segments)
+
+    @property
+    def nnz(self) -> int:
+        return sum(s.nnz for s in self.segments)
+
+    def __repr__(self) -> str:
+        return f"SegmentedIndex(segments={len(self.segments)}, docs={self.n_docs}, nnz={self.nnz})"
+
+    def doc_id(self, number: int) -> str:
+        segment = int(np.searchsorted(self.offsets, number, side="right")) - 1
+        return self.segments[segment].doc_ids[number - int(self.offsets[segment])]
+
+    def top_k(self, query: Query, k: int = 10, threads: int | None = None) -> Hits:
+        """Exact top-k as (global document numbers, scores), best first."""
+        parts = [(s, int(o)) for s, o in zip(self.segments, self.offsets[:-1], strict=True)]
+        return search_parts(parts, query, k, threads)
+
+    def search(self, query: Query, k: int = 10, threads: int | None = None) -> list[tuple[str, float]]:
+        """Exact top-k documents over all segments: [(doc id, score)], best first, only score > 0."""
+        docs, scores = self.top_k(query, k, threads)
+        return [(self.doc_id(d), float(s)) for d, s in zip(docs.tolist(), scores.tolist(), strict=True)]
+
+    def search_many(self, queries: Any, k: int = 10, threads: int | None = None) -> list[list[tuple[str, float]]]:
+        return [self.search(q, k, threads) for q in _query_rows(queries, self.vocab_size)]
+
+
+def _query_rows(queries: Any, vocab_size: int) -> list[Query]:
+    if sp.issparse(queries):
+        queries = sp.csr_matrix(queries)
+        if queries.shape[1] != vocab_size:
+            raise ValueError(f"queries have {queries.shape[1]} columns, the index vocabulary {vocab_size}")
+        return [queries.getrow(i) for i in range(queries.shape[0])]
+    return list(queries)
 
 
 # ---------------------------------------------------------------------------------------------- exactness checks
@@ -314,7 +518,7 @@ def brute_force_search(matrix: Any, ids: Sequence[str], query: Query, k: int = 1
 # --------------------------------------------------------------------------------------------------------- stats
 
 
-def _active_stats(active: np.ndarray, vocab_size: int) -> dict[str, Any]:
+def active_stats(active: np.ndarray, vocab_size: int) -> dict[str, Any]:
     mean = float(active.mean()) if active.size else 0.0
     return {
         "rows": int(active.size),
@@ -334,7 +538,7 @@ def sparsity_stats(matrix: Any, vocab_size: int) -> dict[str, Any]:
     stored = np.diff(matrix.indptr)
     row_of_entry = np.repeat(np.arange(matrix.shape[0]), stored)
     zeros = np.bincount(row_of_entry[matrix.data == 0], minlength=matrix.shape[0])
-    return _active_stats(stored - zeros, vocab_size)
+    return active_stats(stored - zeros, vocab_size)
 
 
 def top_tokens(row: Query, tokenizer: Any, n: int = 10) -> list[tuple[str, float]]:

@@ -77,7 +77,7 @@ def test_query_forms_empty_queries_and_large_k(random_corpus):
 
     assert index.search(sp.csr_matrix((1, vocab), dtype=np.float32), 10) == []
     assert index.search((np.array([], dtype=np.int64), np.array([], dtype=np.float32)), 10) == []
-    unused = np.flatnonzero(np.diff(index.indptr) == 0)
+    unused = np.flatnonzero(index.blocks[:, -1] == index.blocks[:, 0])
     if unused.size:
         assert index.search((unused[:1], np.ones(1)), 10) == []
     assert index.search(q, 0) == []
@@ -135,14 +135,14 @@ def test_save_and_mmap_load_round_trip(random_corpus, tmp_path):
     assert files == [
         "doc_ids.json",
         "meta.json",
-        "postings_indptr.npy",
-        "postings_rows.npy",
+        "postings_blocks.npy",
+        "postings_lows.npy",
         "postings_weights.npy",
         "row_doc.npy",
     ]
     loaded = SparseIndex.load(tmp_path / "idx")
-    assert isinstance(loaded.weights, np.memmap) and loaded.rows.dtype == np.int32
-    assert loaded.weights.dtype == np.float32 and loaded.indptr.dtype == np.int64
+    assert isinstance(loaded.weights, np.memmap) and loaded.lows.dtype == np.uint16
+    assert loaded.weights.dtype == np.float32 and loaded.blocks.dtype == np.int64
     assert loaded.meta["stats"]["rows"] == 600
     for i in range(5):
         assert loaded.search(queries.getrow(i), 20) == index.search(queries.getrow(i), 20)
@@ -164,7 +164,7 @@ def test_load_refuses_foreign_or_damaged_folders(random_corpus, tmp_path):
     with pytest.raises(IndexFormatError, match="v99.*rebuild"):
         SparseIndex.load(folder)
     (folder / "meta.json").write_text(json.dumps(meta))
-    np.save(folder / "postings_rows.npy", np.zeros(3, dtype=np.int32))
+    np.save(folder / "postings_lows.npy", np.zeros(3, dtype=np.uint16))
     with pytest.raises(IndexFormatError, match="inconsistent"):
         SparseIndex.load(folder)
 
