@@ -8,7 +8,7 @@ export DAGSTER_HOME     ?= $(NEURONFORGE_HOME)/dagster
 export HF_HUB_DISABLE_XET = 1
 export HF_HUB_DISABLE_TELEMETRY = 1
 
-.PHONY: setup run test test-fast lint ui hub bench clean
+.PHONY: setup run test test-fast lint ui hub bench bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,16 @@ hub: setup
 
 bench: setup
 	$(PY) -m bench
+
+# The search-scale section's peers (PISA, Seismic, splade-index, bm25s) in their own venv, never the project's
+# (about 700 MB; splade-index --no-deps: its declared sentence-transformers dependency would pull torch, unused here).
+bench-peers: .venv-peers/.installed
+
+.venv-peers/.installed: bench/requirements-peers.txt
+	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install -q --disable-pip-version-check -r bench/requirements-peers.txt
+	.venv-peers/bin/python -m pip install -q --disable-pip-version-check --no-deps splade-index==0.2.0
+	touch $@
 
 clean:
 	rm -rf $(NEURONFORGE_HOME)

@@ -19,7 +19,7 @@ from bench.context import DEFAULT, QUICK, BenchContext
 from bench.harness import Row, format_table, ratios_chart, scaling_chart, write_json
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
-SECTIONS = ("dense", "sparse", "search", "chat", "scaling", "pipeline")
+SECTIONS = ("dense", "sparse", "search", "chat", "scaling", "pipeline", "search-scale")
 
 
 def default_cache_dir() -> Path:
@@ -41,13 +41,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="orchestration row on the whole built-in corpus with a cold artifact cache (adds ~5 min)",
     )
+    parser.add_argument("sections", nargs="*", metavar="SECTION", help=f"sections to run (default all): {SECTIONS}")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     parser.add_argument("--skip", nargs="+", choices=SECTIONS, default=[], help="leave these sections out")
+    parser.add_argument(
+        "--scale-docs",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="synthetic corpus sizes for search-scale (default 1000000; e.g. 1000000 4000000)",
+    )
     parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"output folder (default {OUT_DIR})")
     parser.add_argument(
         "--cache", type=Path, default=None, help="bench cache: corpus, artifacts (default $NEURONFORGE_HOME/bench)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}: choose from {SECTIONS}")
+    return args
 
 
 def section_runners(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Callable[[], tuple[list[Row], Any]]]:
@@ -56,6 +68,7 @@ def section_runners(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Ca
     from bench.pipeline import pipeline_rows
     from bench.scaling import scaling_rows
     from bench.search import sparse_search_rows
+    from bench.search_scale import search_scale_rows
 
     return {
         "dense": lambda: dense_rows(ctx),
@@ -64,6 +77,7 @@ def section_runners(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Ca
         "chat": lambda: chat_rows(ctx),
         "scaling": lambda: scaling_rows(ctx),
         "pipeline": lambda: pipeline_rows(ctx, full=args.full_pipeline),
+        "search-scale": lambda: search_scale_rows(ctx),
     }
 
 
@@ -89,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     sizes = QUICK if args.quick else DEFAULT
+    if args.scale_docs:
+        sizes = dataclasses.replace(sizes, scale_docs=tuple(args.scale_docs))
     ctx = BenchContext(args.out, args.cache or default_cache_dir(), sizes)
-    wanted = [s for s in (args.only or SECTIONS) if s not in args.skip]
+    wanted = [s for s in (args.sections or args.only or SECTIONS) if s not in args.skip]
     started = time.perf_counter()
     load_at_start = load_average()
     rows: list[Row] = []

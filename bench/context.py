@@ -43,6 +43,9 @@ class Sizes:
     scaling_base_docs: int
     scaling_multiples: tuple[int, ...]
     pipeline_docs: int | None
+    scale_docs: tuple[int, ...] = (1_000_000,)  # synthetic corpus sizes of the search-scale section
+    scale_queries: int = 500
+    dense_scale_rows: int = 1_000_000
 
 
 DEFAULT = Sizes(
@@ -68,6 +71,9 @@ QUICK = Sizes(
     scaling_base_docs=12,
     scaling_multiples=(1, 4, 16),
     pipeline_docs=40,
+    scale_docs=(100_000,),
+    scale_queries=100,
+    dense_scale_rows=100_000,
 )
 
 
