@@ -1,7 +1,7 @@
 """search-scale data: the real SPLADE rows of the built-in corpus, the synthetic corpus drawn from them, the index
 builds (in a child process, for their peak RSS) and the dense vectors, all cached in <bench cache>/search-scale.
 
-`python -m bench.search_scale_data build real|synthetic REAL.npz OUT_DIR N_DOCS` is the build child.
+`python -m bench.search_scale_data build real|synthetic REAL.npz|SHARD_DIR OUT_DIR` is the build child.
 """
 
 from __future__ import annotations
@@ -97,24 +97,48 @@ def synthetic_rows(real, lo: int, n: int, seed: int):
     return sp.csr_matrix((weights.astype(np.float32), t, indptr), shape=(n, vocab))
 
 
-def build_worker(source: str, real_path: str, out: str, n_docs: int, seed: int) -> dict[str, Any]:
-    """The child process: write one index streaming, report seconds and memory."""
+def synthetic_shards(ctx: BenchContext, real_path: Path, n_docs: int) -> Path:
+    """The synthetic corpus as CSR .npz shards of BATCH_ROWS documents (what the index build streams over, as the
+    sparse_index asset streams over Parquet shards), generated once into the cache."""
+    import scipy.sparse as sp
+
+    folder = ctx.cache_dir / "search-scale" / f"{real_path.stem}-shards-{n_docs}-s{SEED}"
+    if (folder / "complete").is_file():
+        return folder
+    real, _ = real_matrix(real_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    with ctx.setup(f"search-scale: generate {n_docs} synthetic documents"):
+        for lo in range(0, n_docs, BATCH_ROWS):
+            rows = synthetic_rows(real, lo, min(BATCH_ROWS, n_docs - lo), SEED)
+            sp.save_npz(folder / f"shard-{lo:09d}.npz", rows, compressed=False)
+        (folder / "complete").write_text(str(n_docs))
+    return folder
+
+
+def build_worker(source: str, input_path: str, out: str) -> dict[str, Any]:
+    """The child process: write one index streaming, report seconds and memory (VmHWM: its high-water mark)."""
+    import scipy.sparse as sp
+
     from bench.scaling import vm_kib
     from neuronforge.sparse_build import csr_batches, write_index
 
-    real, _ = real_matrix(Path(real_path))
     if source == "real":
+        real, _ = real_matrix(Path(input_path))
+        vocab = real.shape[1]
         batches = csr_batches(real, [str(i) for i in range(real.shape[0])], BATCH_ROWS)
     else:
+        shards = sorted(Path(input_path).glob("shard-*.npz"))
+        vocab = sp.load_npz(shards[0]).shape[1]
 
         def batches():
-            for lo in range(0, n_docs, BATCH_ROWS):
-                n = min(BATCH_ROWS, n_docs - lo)
-                yield synthetic_rows(real, lo, n, seed), [str(i) for i in range(lo, lo + n)]
+            for shard in shards:
+                rows = sp.load_npz(shard)
+                lo = int(shard.stem.split("-")[1])
+                yield rows, [str(i) for i in range(lo, lo + rows.shape[0])]
 
     started_kib = vm_kib("VmRSS")
     started = time.perf_counter()
-    write_index(Path(out), batches, real.shape[1], {"source": source, "documents_requested": n_docs, "seed": seed})
+    write_index(Path(out), batches, vocab, {"source": source, "seed": SEED})
     return {
         "seconds": time.perf_counter() - started,
         "rss_start_kib": started_kib,
@@ -128,17 +152,9 @@ def built_index(ctx: BenchContext, real_path: Path, source: str, n_docs: int) ->
     report = folder.with_name(folder.name + ".build.json")
     if (folder / "meta.json").is_file() and report.is_file():
         return folder, json.loads(report.read_text()) | {"cached": True}
+    source_path = real_path if source == "real" else synthetic_shards(ctx, real_path, n_docs)
     with ctx.setup(f"search-scale: build {source} index ({n_docs} docs)"):
-        args = [
-            sys.executable,
-            "-m",
-            "bench.search_scale_data",
-            "build",
-            source,
-            str(real_path),
-            str(folder),
-            str(n_docs),
-        ]
+        args = [sys.executable, "-m", "bench.search_scale_data", "build", source, str(source_path), str(folder)]
         done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"index build failed ({source}, {n_docs}): {done.stderr[-2000:]}")
@@ -164,7 +180,6 @@ def dense_matrix(ctx: BenchContext, n_rows: int, dim: int = 384) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["build"]:
-        sys.exit("usage: python -m bench.search_scale_data build real|synthetic REAL.npz OUT_DIR N_DOCS")
-    _, _, src, real_file, out_dir, docs = sys.argv[:6]
-    print(json.dumps(build_worker(src, real_file, out_dir, int(docs), SEED)))
+    if sys.argv[1:2] != ["build"] or len(sys.argv) != 5:
+        sys.exit("usage: python -m bench.search_scale_data build real|synthetic REAL.npz|SHARD_DIR OUT_DIR")
+    print(json.dumps(build_worker(*sys.argv[2:5])))

@@ -1,9 +1,9 @@
 """Write a sparse index folder streaming over row batches (e.g. Parquet shards), in two passes with flat memory.
 
 Pass 1 counts postings per (term, row block) and collects document ids; pass 2 reads the batches again and writes
-each batch's postings straight to their final place in the memory-mapped output files (a batch's rows come after
-every earlier batch's, so each posting list stays ascending). Peak memory is one batch plus the O(V·B + R) tables,
-never a copy of all postings; the output maps are reopened per batch so written pages leave the process's RSS.
+each batch's postings straight to their final place in the output files with positioned writes (a batch's rows
+come after every earlier batch's, so each posting list stays ascending). Peak memory is one batch plus the
+O(V·B + R) tables and the document ids, never a copy of all postings.
 
 The output is byte for byte what `SparseIndex.build(...).save(...)` writes for the same rows, provided a document's
 chunks are adjacent in the stream (what the corpus shards guarantee; otherwise build in memory, which reorders).
@@ -11,6 +11,7 @@ chunks are adjacent in the stream (what the corpus shards guarantee; otherwise b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,30 +87,34 @@ def write_index(
     cursor = table[:, :-1].ravel().copy()  # next free slot per (term, block), flat index t * B + b
     with atomic_dir(Path(folder)) as tmp:
         np.save(tmp / "postings_blocks.npy", table)
-        lows_path, weights_path = tmp / "postings_lows.npy", tmp / "postings_weights.npy"
-        np.lib.format.open_memmap(lows_path, mode="w+", dtype=np.uint16, shape=(nnz,)).flush()
-        np.lib.format.open_memmap(weights_path, mode="w+", dtype=np.float32, shape=(nnz,)).flush()
-        offset = 0
-        for number, (matrix, ids) in enumerate(batches()):
-            if number >= len(batch_rows) or len(ids) != batch_rows[number]:
-                raise ValueError("batches() yielded other rows on its second pass: it must be repeatable")
-            csc = clean_matrix(matrix, vocab_size).tocsc()
-            csc.sort_indices()
-            terms = np.repeat(np.arange(vocab_size, dtype=np.int64), np.diff(csc.indptr))
-            rows = offset + csc.indices.astype(np.int64)
-            keys = terms * n_blocks + (rows >> BLOCK_BITS)  # sorted: by term, then row
-            first = np.searchsorted(keys, keys, side="left")
-            dest = cursor[keys] + (np.arange(keys.size) - first)
-            lows = np.lib.format.open_memmap(lows_path, mode="r+")
-            weights = np.lib.format.open_memmap(weights_path, mode="r+")
-            lows[dest] = (rows & (BLOCK_ROWS - 1)).astype(np.uint16)
-            weights[dest] = csc.data
-            lows.flush()
-            weights.flush()
-            del lows, weights
-            unique, n = np.unique(keys, return_counts=True)
-            cursor[unique] += n
-            offset += csc.shape[0]
+        outputs = []
+        for name, dtype in (("postings_lows.npy", np.uint16), ("postings_weights.npy", np.float32)):
+            header = np.lib.format.open_memmap(tmp / name, mode="w+", dtype=dtype, shape=(nnz,))
+            outputs.append((os.open(tmp / name, os.O_WRONLY), header.offset, np.dtype(dtype).itemsize))
+            del header
+        try:
+            offset = 0
+            for number, (matrix, ids) in enumerate(batches()):
+                if number >= len(batch_rows) or len(ids) != batch_rows[number]:
+                    raise ValueError("batches() yielded other rows on its second pass: it must be repeatable")
+                csc = clean_matrix(matrix, vocab_size).tocsc()
+                csc.sort_indices()
+                terms = np.repeat(np.arange(vocab_size, dtype=np.int64), np.diff(csc.indptr))
+                rows = offset + csc.indices.astype(np.int64)
+                keys = terms * n_blocks + (rows >> BLOCK_BITS)  # sorted: by term, then row
+                unique, starts, runs = np.unique(keys, return_index=True, return_counts=True)
+                columns = ((rows & (BLOCK_ROWS - 1)).astype(np.uint16), csc.data.astype(np.float32))
+                # Each (term, block) run of this batch is contiguous in the output: one positioned write per run
+                # and file. Plain writes, not a writable memory map, whose dirty pages would count in our RSS.
+                for (fd, base, size), column in zip(outputs, columns, strict=True):
+                    view = memoryview(column)
+                    for key, start, count in zip(unique.tolist(), starts.tolist(), runs.tolist(), strict=True):
+                        os.pwrite(fd, view[start : start + count], base + int(cursor[key]) * size)
+                cursor[unique] += runs
+                offset += csc.shape[0]
+        finally:
+            for fd, _, _ in outputs:
+                os.close(fd)
         if offset != row_doc.shape[0]:
             raise ValueError("batches() yielded fewer rows on its second pass: it must be repeatable")
         stats = active_stats(active, vocab_size) | {

@@ -7,10 +7,11 @@ boundaries, so two threads can take two halves of one index and their results me
 
 Scores are summed in float64, in the query's term order, one product `float64(weight) * qweight` per posting: the
 same operations, in the same order, as `np.bincount` over the concatenated postings (the previous implementation)
-and scipy's CSR @ vector (brute_force_scores), so scores are bitwise equal to them. The accumulator and the list of
-touched rows are buffers the caller reuses (`Buffers`); the kernel leaves them zeroed, so no per-query O(rows) reset
-or allocation happens. Top-k looks at touched documents only: a k-slot heap ordered by (score desc, document
-number asc), which is also the tie rule of `retrieval.top_k_indices`.
+and scipy's CSR @ vector (brute_force_scores), so scores are bitwise equal to them. The accumulator and its dirty
+marks (one byte per 64 rows) are buffers the caller reuses (`Buffers`); the kernel leaves them zeroed, so no
+per-query allocation or full reset happens. Top-k visits dirty chunks only, in row order, folding a document's
+adjacent rows into their MAX, and keeps a k-slot heap ordered by (score desc, document number asc), which is also
+the tie rule of `retrieval.top_k_indices`.
 
 Functions are compiled on first call (cache=True keeps the machine code under __pycache__ for later processes) and
 release the GIL (nogil=True), so threads over segments or row ranges run in parallel.
@@ -23,18 +24,19 @@ import numpy as np
 
 BLOCK_BITS = 16
 BLOCK_ROWS = 1 << BLOCK_BITS
+# Touched rows are remembered per 64-row chunk (a branch-free store per posting, where a per-row "first touch" test
+# mispredicts about once a row); top-k and the reset then visit dirty chunks only.
+DIRTY_BITS = 6
 
-__all__ = ["BLOCK_BITS", "BLOCK_ROWS", "Buffers", "top_k_range"]
+__all__ = ["BLOCK_BITS", "BLOCK_ROWS", "DIRTY_BITS", "Buffers", "top_k_range"]
 
 
 class Buffers:
-    """Per-thread scratch space for one index: row and document accumulators (kept zeroed between queries)."""
+    """Per-thread scratch space for one index: the row accumulator and its dirty marks (kept zeroed between queries)."""
 
     def __init__(self, n_rows: int, n_docs: int):
         self.row_acc = np.zeros(n_rows, dtype=np.float64)
-        self.touched_rows = np.empty(n_rows, dtype=np.int32)
-        self.doc_acc = np.zeros(n_docs, dtype=np.float64)
-        self.touched_docs = np.empty(n_docs, dtype=np.int32)
+        self.dirty = np.zeros((n_rows >> DIRTY_BITS) + 1, dtype=np.uint8)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -63,8 +65,7 @@ def _sift_down(heap_s, heap_d, size, i):
 
 
 @numba.njit(nogil=True, cache=True)
-def _accumulate(terms, qweights, blocks, lows, weights, row_lo, row_hi, row_acc, touched):
-    n_touched = 0
+def _accumulate(terms, qweights, blocks, lows, weights, row_lo, row_hi, row_acc, dirty):
     b_first = row_lo >> BLOCK_BITS
     b_last = (row_hi - 1) >> BLOCK_BITS
     for i in range(terms.shape[0]):
@@ -82,83 +83,81 @@ def _accumulate(terms, qweights, blocks, lows, weights, row_lo, row_hi, row_acc,
                 end = start + np.searchsorted(lows[start:end], row_hi - base)
             for p in range(start, end):
                 r = base + lows[p]
-                old = row_acc[r]
-                new = old + np.float64(weights[p]) * q
-                # A row is touched once its score turns positive (weights and query weights are > 0, so it stays so).
-                if old == 0.0 and new > 0.0:
-                    touched[n_touched] = r
-                    n_touched += 1
-                row_acc[r] = new
-    return n_touched
+                row_acc[r] += np.float64(weights[p]) * q
+                dirty[r >> DIRTY_BITS] = 1
 
 
 @numba.njit(nogil=True, cache=True)
-def _heap_top_k(scores, docs, n, k):
-    """Top k of (scores[:n], docs[:n]) by (score desc, doc asc); returns (docs, scores) best first."""
-    size = min(k, n)
-    heap_s = np.empty(size, dtype=np.float64)
-    heap_d = np.empty(size, dtype=np.int64)
+def _offer(heap_s, heap_d, filled, s, d):
+    """Offer (s, d) to a heap holding `filled` entries (capacity len(heap_s)); returns the new fill."""
+    size = heap_s.shape[0]
+    if filled < size:
+        i = filled
+        heap_s[i] = s
+        heap_d[i] = d
+        while i > 0:  # sift up
+            parent = (i - 1) // 2
+            if _worse(heap_s[i], heap_d[i], heap_s[parent], heap_d[parent]):
+                heap_s[i], heap_s[parent] = heap_s[parent], heap_s[i]
+                heap_d[i], heap_d[parent] = heap_d[parent], heap_d[i]
+                i = parent
+            else:
+                break
+        return filled + 1
+    if _worse(heap_s[0], heap_d[0], s, d):
+        heap_s[0] = s
+        heap_d[0] = d
+        _sift_down(heap_s, heap_d, size, 0)
+    return filled
+
+
+@numba.njit(nogil=True, cache=True)
+def _top_k_range(terms, qweights, blocks, lows, weights, row_doc, rows_are_docs, row_lo, row_hi, k, row_acc, dirty):
+    _accumulate(terms, qweights, blocks, lows, weights, row_lo, row_hi, row_acc, dirty)
+    heap_s = np.empty(k, dtype=np.float64)
+    heap_d = np.empty(k, dtype=np.int64)
     filled = 0
-    for j in range(n):
-        s = scores[j]
-        d = docs[j]
-        if filled < size:
-            # Sift up.
-            i = filled
-            heap_s[i] = s
-            heap_d[i] = d
-            filled += 1
-            while i > 0:
-                parent = (i - 1) // 2
-                if _worse(heap_s[i], heap_d[i], heap_s[parent], heap_d[parent]):
-                    heap_s[i], heap_s[parent] = heap_s[parent], heap_s[i]
-                    heap_d[i], heap_d[parent] = heap_d[parent], heap_d[i]
-                    i = parent
-                else:
-                    break
-        elif _worse(heap_s[0], heap_d[0], s, d):
-            heap_s[0] = s
-            heap_d[0] = d
-            _sift_down(heap_s, heap_d, size, 0)
+    # One pass over the dirty chunks in row order: read each score, fold a document's adjacent rows into their MAX,
+    # offer each finished document to the heap, and zero the chunk. Documents come in ascending order, so once the
+    # heap is full a tie with its worst entry never wins: `score > threshold` is the whole test.
+    threshold = 0.0
+    current = -1
+    best = 0.0
+    for c in range(row_lo >> DIRTY_BITS, ((row_hi - 1) >> DIRTY_BITS) + 1):
+        if dirty[c] == 0:
+            continue
+        dirty[c] = 0
+        lo = max(c << DIRTY_BITS, row_lo)
+        hi = min((c + 1) << DIRTY_BITS, row_hi)
+        if rows_are_docs:
+            for r in range(lo, hi):
+                s = row_acc[r]
+                if s > threshold:
+                    filled = _offer(heap_s, heap_d, filled, s, r)
+                    if filled == k:
+                        threshold = heap_s[0]
+        else:
+            for r in range(lo, hi):
+                s = row_acc[r]
+                d = row_doc[r]
+                if d != current:
+                    if best > threshold:
+                        filled = _offer(heap_s, heap_d, filled, best, current)
+                        if filled == k:
+                            threshold = heap_s[0]
+                    current = d
+                    best = s
+                elif s > best:
+                    best = s
+        row_acc[lo:hi] = 0.0
+    if best > threshold:
+        filled = _offer(heap_s, heap_d, filled, best, current)
     # Pop the worst to the back until the heap is empty: the arrays end up best first.
-    for last in range(size - 1, 0, -1):
+    for last in range(filled - 1, 0, -1):
         heap_s[0], heap_s[last] = heap_s[last], heap_s[0]
         heap_d[0], heap_d[last] = heap_d[last], heap_d[0]
         _sift_down(heap_s, heap_d, last, 0)
-    return heap_d, heap_s
-
-
-@numba.njit(nogil=True, cache=True)
-def _top_k_range(
-    terms, qweights, blocks, lows, weights, row_doc, rows_are_docs, row_lo, row_hi, k, row_acc, touched, doc_acc, tdocs
-):
-    n = _accumulate(terms, qweights, blocks, lows, weights, row_lo, row_hi, row_acc, touched)
-    if rows_are_docs:
-        scores = np.empty(n, dtype=np.float64)
-        for j in range(n):
-            r = touched[j]
-            scores[j] = row_acc[r]
-            row_acc[r] = 0.0
-        return _heap_top_k(scores, touched, n, k)
-    # Documents score the MAX over their chunks: fold touched rows into touched documents.
-    m = 0
-    for j in range(n):
-        r = touched[j]
-        s = row_acc[r]
-        row_acc[r] = 0.0
-        d = row_doc[r]
-        if doc_acc[d] == 0.0:
-            tdocs[m] = d
-            m += 1
-            doc_acc[d] = s
-        elif s > doc_acc[d]:
-            doc_acc[d] = s
-    scores = np.empty(m, dtype=np.float64)
-    for j in range(m):
-        d = tdocs[j]
-        scores[j] = doc_acc[d]
-        doc_acc[d] = 0.0
-    return _heap_top_k(scores, tdocs, m, k)
+    return heap_d[:filled], heap_s[:filled]
 
 
 def top_k_range(
@@ -181,6 +180,7 @@ def top_k_range(
     """
     if k <= 0 or row_hi <= row_lo or terms.size == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    k = min(k, row_hi - row_lo)  # a range holds at most as many documents as rows
     return _top_k_range(
         terms,
         qweights,
@@ -193,7 +193,5 @@ def top_k_range(
         row_hi,
         k,
         buffers.row_acc,
-        buffers.touched_rows,
-        buffers.doc_acc,
-        buffers.touched_docs,
+        buffers.dirty,
     )
