@@ -19,7 +19,7 @@ import numpy as np
 from bench.context import SPARSE_MODEL, BenchContext, hash_sample
 
 SEED = 17
-BATCH_ROWS = 50_000
+BATCH_ROWS = 10_000  # rows per synthetic shard (the pipeline's Parquet shards are smaller still)
 REPO = Path(__file__).resolve().parents[1]
 
 

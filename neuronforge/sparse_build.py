@@ -59,12 +59,14 @@ def _count_pass(batches: Batches, vocab_size: int):
             numbers[i] = len(doc_ids) - 1
         row_doc.append(numbers)
         active.append(np.diff(matrix.indptr))
-        rows = n_rows + np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-        blocks = rows >> BLOCK_BITS
-        for b in np.unique(blocks).tolist():
+        # A batch's rows are contiguous, so each row block it touches is a contiguous range of its CSR entries.
+        for b in range(n_rows >> BLOCK_BITS, ((n_rows + matrix.shape[0] - 1) >> BLOCK_BITS) + 1):
+            lo = max(0, b * BLOCK_ROWS - n_rows)
+            hi = min(matrix.shape[0], (b + 1) * BLOCK_ROWS - n_rows)
             while len(block_counts) <= b:
                 block_counts.append(np.zeros(vocab_size, dtype=np.int64))
-            block_counts[b] += np.bincount(matrix.indices[blocks == b], minlength=vocab_size)
+            entries = matrix.indices[matrix.indptr[lo] : matrix.indptr[hi]]
+            block_counts[b] += np.bincount(entries, minlength=vocab_size)
         n_rows += matrix.shape[0]
         batch_rows.append(matrix.shape[0])
     n_blocks = row_blocks(n_rows)
@@ -102,7 +104,8 @@ def write_index(
                 terms = np.repeat(np.arange(vocab_size, dtype=np.int64), np.diff(csc.indptr))
                 rows = offset + csc.indices.astype(np.int64)
                 keys = terms * n_blocks + (rows >> BLOCK_BITS)  # sorted: by term, then row
-                unique, starts, runs = np.unique(keys, return_index=True, return_counts=True)
+                starts = np.flatnonzero(np.diff(keys, prepend=-1))  # keys are sorted: runs start where they change
+                unique, runs = keys[starts], np.diff(np.append(starts, keys.size))
                 columns = ((rows & (BLOCK_ROWS - 1)).astype(np.uint16), csc.data.astype(np.float32))
                 # Each (term, block) run of this batch is contiguous in the output: one positioned write per run
                 # and file. Plain writes, not a writable memory map, whose dirty pages would count in our RSS.
