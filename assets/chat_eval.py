@@ -178,8 +178,6 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         storage: StorageResource,
         neuron: NeuronResource,
     ):
-        from transformers import AutoTokenizer
-
         from neuronforge import chat
         from neuronforge.artifacts import verify_manifest
         from neuronforge.backends import get_backend
@@ -191,16 +189,10 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         stage_dir = storage.stage_dir("chat_smoke_eval", spec.name)
         holder = f"{spec.name}/chat_smoke_eval run {context.run_id[:8]}"
         with neuron.lease(cores_needed(spec, manifest), holder=holder, log=context.log) as lease:
-            model = get_backend(manifest["backend"]).load_causal_lm(artifact_dir, manifest)
-            tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
+            # The backend that loaded the model owns its token loop (neuron: optimum-neuron's decoder contract).
+            generator = get_backend(manifest["backend"]).load_generator(artifact_dir, manifest)
             context.log.info(f"{spec.name}: {len(conversations)} conversations from {config.suite}")
-            result = chat.run_suite(
-                model,
-                tokenizer,
-                conversations,
-                sequence_length=manifest["shapes"]["sequence_length"],
-                options=options,
-            )
+            result = chat.run_suite(generator, conversations, options=options)
         report: dict[str, Any] = result.to_json()
 
         # Golden replies only mean something for deterministic decoding.
@@ -239,6 +231,7 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "tokens_per_s": latency["tokens_per_s"],
                 "ttft_ms": latency["ttft_ms"],
                 "itl_ms": latency["itl_ms"],
+                "warm_up_ms": round(1000 * (result.warm_up_s or 0.0), 1),
                 "summary": dg.MetadataValue.md(result.summary_markdown()),
                 **record_metadata(record),
                 "golden": str(path),

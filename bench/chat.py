@@ -1,7 +1,7 @@
-"""Chat: tokens/s of the eval path (neuronforge.chat.generate, an explicit KV-cache loop that times every token) vs
+"""Chat: tokens/s of the eval path (the torch backend's generator, an explicit KV-cache loop that times every token) vs
 transformers' own `model.generate`, same artifact, prompt, greedy decoding and max_new_tokens.
 
-The artifact is the torch-backend export the chat_smoke_eval asset loads (`load_causal_lm`), made from the cached
+The artifact is the torch-backend export the chat_smoke_eval asset loads (`load_generator`), made from the cached
 GGUF conversion. Both sides are timed from the call to the last token, so tokens/s includes the prefill.
 """
 
@@ -34,7 +34,6 @@ class FirstTokenClock:
 
 def chat_rows(ctx: BenchContext) -> tuple[list[Row], dict[str, Any]]:
     import torch
-    from transformers import AutoTokenizer
 
     from neuronforge import chat
     from neuronforge.artifacts import read_manifest
@@ -43,21 +42,20 @@ def chat_rows(ctx: BenchContext) -> tuple[list[Row], dict[str, Any]]:
     artifact_dir = ctx.artifact(CHAT_MODEL)
     manifest = read_manifest(artifact_dir)
     with ctx.setup("load chat model"):
-        model = get_backend(manifest["backend"]).load_causal_lm(artifact_dir, manifest)
-        tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
+        generator = get_backend(manifest["backend"]).load_generator(artifact_dir, manifest)
+        generator.warm_up()
+    model, tokenizer = generator.model, generator.tokenizer
     sequence_length = manifest["shapes"]["sequence_length"]
     new_tokens = ctx.sizes.chat_new_tokens
     prompt = chat.build_prompt(
         tokenizer, [{"role": "user", "content": PROMPT}], chat.budget_for(sequence_length, new_tokens)
     )
-    eos = sorted(chat.eos_token_ids(model, tokenizer))
+    eos = sorted(generator.eos_ids)
     input_ids = torch.tensor([prompt.input_ids])
 
     def eval_path(_: int) -> dict[str, Any]:
         started = time.perf_counter()
-        gen = chat.generate(
-            model, tokenizer, prompt.input_ids, max_new_tokens=new_tokens, sequence_length=sequence_length
-        )
+        (gen,) = generator.generate([prompt.input_ids], max_new_tokens=new_tokens)
         return {"tokens": gen.token_ids, "wall": time.perf_counter() - started, "ttft": gen.ttft_s}
 
     def raw_generate(_: int) -> dict[str, Any]:

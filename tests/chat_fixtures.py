@@ -54,3 +54,24 @@ def smollm2_tokenizer() -> Any:
 @pytest.fixture(scope="session")
 def smollm2_model() -> Any:
     return loaded_smollm2()[1]
+
+
+@functools.cache
+def smollm2_torch_generator(sequence_length: int = 2048, batch_size: int = 2) -> Any:
+    """The cached SmolLM2 behind the torch backend's generator (the class chat_smoke_eval gets from load_generator)."""
+    from neuronforge.backends.base import artifact_eos_ids
+    from neuronforge.backends.torch_generation import TorchGenerator
+
+    tokenizer, model = loaded_smollm2()
+    return TorchGenerator(
+        model,
+        tokenizer,
+        batch_size=batch_size,
+        sequence_length=sequence_length,
+        eos_ids=artifact_eos_ids(converted_smollm2(), tokenizer),
+    )
+
+
+@pytest.fixture(scope="session")
+def smollm2_generator() -> Any:
+    return smollm2_torch_generator()

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from neuronforge.chat.generate import Generator
 from neuronforge.registry import ModelSpec
 from neuronforge.shapes import StaticShapeError
 from neuronforge.sources import ResolvedModel
@@ -108,9 +109,19 @@ class Backend(ABC):
     def load_runner(self, artifact_dir: Path, manifest: dict[str, Any]) -> Runner:
         """A runner for an encoder artifact (dense → [B, D] embeddings, sparse → [B, V] activations)."""
 
-    def load_causal_lm(self, artifact_dir: Path, manifest: dict[str, Any]) -> Any:
-        """The generation model of a chat artifact (transformers-compatible `__call__`/`generate`)."""
+    def load_generator(self, artifact_dir: Path, manifest: dict[str, Any]) -> Generator:
+        """A chat artifact ready for timed generation within its static shapes (neuronforge.chat.Generator)."""
         raise NotImplementedError(f"the {self.name} backend does not run chat models")
+
+
+def artifact_eos_ids(artifact_dir: Path, tokenizer: Any) -> set[int]:
+    """EOS ids from the artifact's own generation_config.json (plus the tokenizer's), never a loader's default."""
+    from transformers import GenerationConfig
+
+    from neuronforge.chat.generate import eos_token_ids
+
+    path = Path(artifact_dir) / "generation_config.json"
+    return eos_token_ids(tokenizer, GenerationConfig.from_pretrained(artifact_dir) if path.is_file() else None)
 
 
 def copy_side_files(model_dir: Path, out_dir: Path) -> list[str]:

@@ -25,7 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from neuronforge.backends.base import SIDE_FILES, Backend, ExportResult, Runner, toolchain_versions
+from neuronforge.backends.base import (
+    SIDE_FILES,
+    Backend,
+    ExportResult,
+    Runner,
+    artifact_eos_ids,
+    toolchain_versions,
+)
+from neuronforge.chat.generate import Generator
 from neuronforge.registry import ModelSpec
 from neuronforge.sources import ResolvedModel
 
@@ -365,15 +373,20 @@ class NeuronBackend(Backend):
                 # As optimum-neuron's loader does: keep inputs and model on the first visible core.
                 torch_neuronx.experimental.set_neuron_cores(module, start_nc=0, nc_count=1)
             return TracedHeadRunner(module, batch_size, sequence_length, pad)
-        raise ValueError(f"{artifact_dir} holds a {kind} model; use load_causal_lm for chat artifacts")
+        raise ValueError(f"{artifact_dir} holds a {kind} model; use load_generator for chat artifacts")
 
-    def load_causal_lm(self, artifact_dir: Path, manifest: dict[str, Any]) -> Any:
-        """optimum-neuron's decoder; it needs tensor_parallel_size visible cores and right-padded (not left) input."""
+    def load_generator(self, artifact_dir: Path, manifest: dict[str, Any]) -> Generator:
+        """optimum-neuron's decoder behind our generator; it needs tensor_parallel_size visible cores (the lease)."""
         require_neuron_sdk(f"loading {artifact_dir}", ("torch_neuronx", "neuronx_distributed"))
         from optimum.neuron import NeuronModelForCausalLM
+        from transformers import AutoTokenizer
+
+        from neuronforge.backends.neuron_generation import NeuronGenerator
 
         with self._runtime_errors(artifact_dir):
-            return NeuronModelForCausalLM.from_pretrained(str(artifact_dir))
+            model = NeuronModelForCausalLM.from_pretrained(str(artifact_dir))
+        tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
+        return NeuronGenerator(model, tokenizer, eos_ids=artifact_eos_ids(artifact_dir, tokenizer))
 
     @staticmethod
     @contextlib.contextmanager

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from neuronforge.backends.base import Backend, ExportResult, Runner, copy_side_files
+from neuronforge.backends.base import Backend, ExportResult, Runner, artifact_eos_ids, copy_side_files
+from neuronforge.chat.generate import Generator
 from neuronforge.registry import ModelSpec
 from neuronforge.sources import ResolvedModel
 
@@ -67,8 +68,18 @@ class TorchBackend(Backend):
         shapes = manifest["shapes"]
         return TorchRunner(head, shapes["batch_size"], shapes["sequence_length"], manifest["pad_token_id"], device)
 
-    def load_causal_lm(self, artifact_dir: Path, manifest: dict[str, Any]) -> Any:
-        from transformers import AutoModelForCausalLM
+    def load_generator(self, artifact_dir: Path, manifest: dict[str, Any]) -> Generator:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from neuronforge.backends.torch_generation import TorchGenerator
 
         model = AutoModelForCausalLM.from_pretrained(artifact_dir, use_safetensors=True, local_files_only=True)
-        return model.to(torch_device()).eval()
+        tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
+        shapes = manifest["shapes"]
+        return TorchGenerator(
+            model.to(torch_device()).eval(),
+            tokenizer,
+            batch_size=shapes["batch_size"],
+            sequence_length=shapes["sequence_length"],
+            eos_ids=artifact_eos_ids(artifact_dir, tokenizer),
+        )

@@ -1,12 +1,12 @@
 """Chat evaluation: prompt suites, history truncation, a measured generation loop, checks and regression diffs.
 
-Everything here is plain Python + torch + a transformers tokenizer, so it runs against the CPU torch model and
-mirrors the limits of a Neuron export: a static `sequence_length` (prompt + new tokens must fit), a static
-`batch_size`, and right padding only (optimum-neuron raises on left padding).
+Everything here is plain Python + a transformers tokenizer; the model runs behind a `Generator` its backend loads
+(`Backend.load_generator`), within the limits of a Neuron export: a static `sequence_length` (prompt + new tokens
+must fit), a static `batch_size`, and right padding only (optimum-neuron raises on left padding).
 
     suite        the prompt-suite YAML (schema, defaults cascade) and what a reply must satisfy
     prompt       the chat template, history truncation to the token budget, template checks
-    generate     decoding options, sampling and the timed token loop
+    generate     decoding options, the Generator interface, EOS ids, timings per reply
     results      playing conversations and suites; per-turn checks; the reported results
     regressions  golden replies and latency against the previous run
 
@@ -17,12 +17,11 @@ from neuronforge.chat.errors import ChatError, PromptError, PromptSuiteError, Pr
 from neuronforge.chat.generate import (
     Generation,
     GenerationOptions,
-    Sampler,
+    Generator,
     TokenTrace,
+    check_request,
     eos_token_ids,
-    generate,
-    generate_batch,
-    token_loop,
+    validate_options,
 )
 from neuronforge.chat.prompt import (
     TEMPLATE_TOKENS,
@@ -66,11 +65,11 @@ __all__ = [
     "Expectation",
     "Generation",
     "GenerationOptions",
+    "Generator",
     "PromptBuild",
     "PromptError",
     "PromptSuiteError",
     "PromptTooLongError",
-    "Sampler",
     "StaticShapeError",
     "SuiteResult",
     "TokenTrace",
@@ -79,10 +78,9 @@ __all__ = [
     "budget_for",
     "build_prompt",
     "check_expectations",
+    "check_request",
     "compare_to_golden",
     "eos_token_ids",
-    "generate",
-    "generate_batch",
     "golden_from",
     "latency_regressions",
     "leaked_template_tokens",
@@ -93,5 +91,5 @@ __all__ = [
     "save_golden",
     "strip_template_tokens",
     "template_applied",
-    "token_loop",
+    "validate_options",
 ]

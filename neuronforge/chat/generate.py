@@ -1,19 +1,19 @@
-"""Generation within a static shape: decoding options, EOS ids, sampling, and a measured token loop.
+"""Generation within a static shape: decoding options, the `Generator` interface every backend implements, EOS ids,
+and turning a timed token trace into `Generation`s.
 
-Plain torch + a transformers tokenizer, so it runs against the CPU torch model and mirrors the limits of a Neuron
-export: a static `sequence_length` (prompt + new tokens must fit), a static `batch_size`, and right padding only
-(optimum-neuron raises on left padding).
-
-Three units, each replaceable on its own: `Sampler` picks the next token of every row from its logits; `token_loop`
-runs the model (prefill, then one KV-cached step per token) and notes when every token arrived; `generate_batch`
-checks the request against the static shapes and turns the loop's trace into `Generation`s.
+The backend that loads a causal LM owns its token loop (`Backend.load_generator`): the torch backend runs a
+transformers model with a host-side KV cache and sampler (neuronforge/backends/torch_generation.py), the Neuron
+backend drives optimum-neuron's decoder, which keeps its KV cache and samples on the device
+(neuronforge/backends/neuron_generation.py). What they share lives here: the limits of a static-shape export — a
+static `sequence_length` (prompt + new tokens must fit), a static `batch_size`, right padding only (optimum-neuron
+raises on left padding) — checked before any model call, one untimed warm-up, and TTFT / inter-token latency per call.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,7 +33,9 @@ class GenerationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     batch_size: int = Field(
-        default=1, description="Static batch size of the export; the suite sends one prompt at a time."
+        default=1,
+        description="Prompts per generate call; the suite sends one at a time. The artifact's compiled batch size is "
+        "the limit.",
     )
     do_sample: bool = Field(
         default=False, description="Sample instead of greedy decoding (greedy keeps golden replies comparable)."
@@ -71,13 +73,17 @@ class Generation:
         return asdict(self)
 
 
-def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    """Every id that ends a reply: the tokenizer's eos plus the generation config's (an int or a list)."""
+def eos_token_ids(tokenizer: Any, generation_config: Any = None) -> set[int]:
+    """Every id that ends a reply: the tokenizer's eos plus the artifact's generation config's (an int or a list).
+
+    The generation config is the artifact's generation_config.json, not the one a loader derives from config.json
+    (optimum-neuron's NxDGenerationMixin builds its own from config.json, generation_utils.py:70, and misses the chat
+    model's end-of-turn token).
+    """
     ids: set[int] = set()
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
-    config = getattr(model, "generation_config", None)
-    configured = getattr(config, "eos_token_id", None)
+    configured = getattr(generation_config, "eos_token_id", None)
     if isinstance(configured, int):
         ids.add(configured)
     elif configured:
@@ -87,10 +93,8 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-# ------------------------------------------------------------------------------------------------------ sampling
-
-
-def _validate_sampling(options: GenerationOptions) -> None:
+def validate_options(options: GenerationOptions) -> None:
+    """Refuse decoding settings no backend could honour."""
     if not options.temperature > 0:
         raise ChatError(f"temperature must be > 0, got {options.temperature}; use do_sample=False for greedy decoding.")
     if options.top_k is not None and options.top_k < 1:
@@ -101,150 +105,7 @@ def _validate_sampling(options: GenerationOptions) -> None:
         raise ChatError(f"repetition_penalty must be > 0 (1.0 = off), got {options.repetition_penalty}.")
 
 
-class Sampler:
-    """Picks every row's next token from its last logits: greedy, or seeded sampling with temperature / top-k /
-    top-p; the repetition penalty applies to both."""
-
-    def __init__(self, options: GenerationOptions) -> None:
-        import torch
-
-        _validate_sampling(options)
-        self.options = options
-        self.generator = torch.Generator(device="cpu").manual_seed(options.seed) if options.do_sample else None
-
-    def __call__(self, logits: Any, seen: list[list[int]]) -> list[int]:
-        """logits: [rows, vocab]; seen: each row's prompt + generated tokens so far."""
-        import torch
-
-        options = self.options
-        scores = logits.float()
-        if options.repetition_penalty != 1.0:
-            # Same rule as transformers' RepetitionPenaltyLogitsProcessor, over prompt + generated tokens.
-            for row, tokens in enumerate(seen):
-                index = torch.tensor(sorted(set(tokens)), dtype=torch.long, device=scores.device)
-                picked = scores[row, index]
-                penalty = options.repetition_penalty
-                scores[row, index] = torch.where(picked < 0, picked * penalty, picked / penalty)
-        if not options.do_sample:
-            return scores.argmax(dim=-1).tolist()
-        scores = scores / options.temperature
-        if options.top_k is not None and options.top_k < scores.shape[-1]:
-            kth = torch.topk(scores, options.top_k, dim=-1).values[:, -1:]
-            scores = scores.masked_fill(scores < kth, -math.inf)
-        if options.top_p is not None and options.top_p < 1.0:
-            sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
-            cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
-            # drop a token when the tokens before it already cover top_p; the most likely one always stays
-            drop_sorted = (cumulative - sorted_scores.softmax(dim=-1)) >= options.top_p
-            drop = drop_sorted.scatter(-1, order, drop_sorted)
-            scores = scores.masked_fill(drop, -math.inf)
-        probs = scores.softmax(dim=-1)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1).tolist()
-
-
-# ---------------------------------------------------------------------------------------------- the token loop
-
-
-@dataclass(frozen=True)
-class TokenTrace:
-    """What the token loop produced for each row: new token ids (the stopping EOS included) and when each arrived."""
-
-    started: float  # perf_counter() just before the prefill
-    tokens: list[list[int]]
-    times: list[list[float]]
-
-
-def token_loop(
-    model: Any,
-    prompts: Sequence[Sequence[int]],
-    *,
-    max_new_tokens: int,
-    eos_ids: set[int],
-    pad_id: int,
-    next_tokens: Callable[[Any, list[list[int]]], list[int]],
-) -> TokenTrace:
-    """Prefill, then one KV-cached decode step per token until every row has produced an EOS or max_new_tokens.
-
-    Prompts of different lengths are right-padded (Neuron rejects left padding): each row reads its first logits at
-    its own last real position, and position ids + attention mask make the pad slots invisible afterwards.
-    The caller has checked the prompts against the static shapes.
-    """
-    import torch
-
-    device = getattr(model, "device", torch.device("cpu"))
-    rows = len(prompts)
-    lengths = [len(p) for p in prompts]
-    longest = max(lengths)
-    padded = any(n != longest for n in lengths)
-    input_ids = torch.full((rows, longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((rows, longest), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        input_ids[row, : len(prompt)] = torch.tensor(list(prompt), dtype=torch.long)
-        mask[row, : len(prompt)] = 1
-    # Only the logits at each row's last real token are needed: skip a [rows, longest, vocab] tensor.
-    last = torch.tensor(lengths) - 1
-    keep = torch.unique(last)
-    pick = torch.searchsorted(keep, last)
-
-    seen = [list(p) for p in prompts]
-    new_tokens: list[list[int]] = [[] for _ in range(rows)]
-    finished = [False] * rows
-    token_times: list[list[float]] = [[] for _ in range(rows)]
-
-    started = time.perf_counter()
-    with torch.inference_mode():
-        if padded:
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = model(
-                input_ids=input_ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=positions.to(device),
-                use_cache=True,
-                logits_to_keep=keep.to(device),
-            )
-        else:
-            # Same call as transformers' generate() without padding, so greedy output matches it token for token.
-            out = model(input_ids=input_ids.to(device), use_cache=True, logits_to_keep=1)
-            pick = torch.zeros(rows, dtype=torch.long)
-        past = out.past_key_values
-        logits = out.logits[torch.arange(rows), pick.to(out.logits.device)]
-        for step in range(max_new_tokens):
-            chosen = next_tokens(logits, seen)
-            now = time.perf_counter()
-            for row, token in enumerate(chosen):
-                if finished[row]:
-                    continue
-                new_tokens[row].append(token)
-                seen[row].append(token)
-                token_times[row].append(now)
-                finished[row] = token in eos_ids
-            if all(finished) or step == max_new_tokens - 1:
-                break
-            # Finished rows keep decoding a pad token (static batch shape); their outputs are ignored.
-            feed = torch.tensor([[pad_id if finished[r] else chosen[r]] for r in range(rows)], dtype=torch.long)
-            if padded:
-                mask = torch.cat([mask, torch.ones((rows, 1), dtype=torch.long)], dim=1)
-                positions = (torch.tensor(lengths) + step).unsqueeze(1)
-                out = model(
-                    input_ids=feed.to(device),
-                    attention_mask=mask.to(device),
-                    position_ids=positions.to(device),
-                    past_key_values=past,
-                    use_cache=True,
-                )
-            else:
-                out = model(input_ids=feed.to(device), past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            logits = out.logits[:, -1]
-    return TokenTrace(started, new_tokens, token_times)
-
-
-# -------------------------------------------------------------------------------------------- generate entries
-
-
-def _check_request(
-    prompts: Sequence[Sequence[int]], max_new_tokens: int, sequence_length: int, batch_size: int
-) -> None:
+def check_request(prompts: Sequence[Sequence[int]], max_new_tokens: int, sequence_length: int, batch_size: int) -> None:
     """Refuse what the static shapes cannot hold before any model call (Neuron would reject it too)."""
     if not prompts:
         raise ChatError("No prompts to generate for.")
@@ -268,7 +129,44 @@ def _check_request(
         )
 
 
-def _generation(tokenizer: Any, trace: TokenTrace, row: int, prompt_tokens: int, eos_ids: set[int]) -> Generation:
+@dataclass(frozen=True)
+class TokenTrace:
+    """What a token loop produced for each row: new token ids (the stopping EOS included) and when each arrived."""
+
+    started: float  # perf_counter() just before the prefill
+    tokens: list[list[int]]
+    times: list[list[float]]
+
+
+class TokenRecorder:
+    """Collects a token loop's output row by row: finished rows (EOS seen) take no more tokens."""
+
+    def __init__(self, rows: int, eos_ids: set[int], started: float) -> None:
+        self.eos_ids = eos_ids
+        self.started = started
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.times: list[list[float]] = [[] for _ in range(rows)]
+        self.finished = [False] * rows
+
+    def add(self, chosen: Sequence[int], now: float) -> None:
+        for row, token in enumerate(chosen):
+            if self.finished[row]:
+                continue
+            self.tokens[row].append(int(token))
+            self.times[row].append(now)
+            self.finished[row] = int(token) in self.eos_ids
+
+    @property
+    def done(self) -> bool:
+        return all(self.finished)
+
+    def trace(self) -> TokenTrace:
+        return TokenTrace(self.started, self.tokens, self.times)
+
+
+def generation_from_trace(
+    tokenizer: Any, trace: TokenTrace, row: int, prompt_tokens: int, eos_ids: set[int]
+) -> Generation:
     tokens, times = trace.tokens[row], trace.times[row]
     stopped = bool(tokens) and tokens[-1] in eos_ids
     body = tokens[:-1] if stopped else tokens
@@ -287,47 +185,59 @@ def _generation(tokenizer: Any, trace: TokenTrace, row: int, prompt_tokens: int,
     )
 
 
-def generate_batch(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[Sequence[int]],
-    *,
-    max_new_tokens: int,
-    sequence_length: int,
-    options: GenerationOptions | None = None,
-) -> list[Generation]:
-    """Generate for up to `options.batch_size` prompts at once with an explicit KV-cache loop, timing every token.
+class Generator(ABC):
+    """A causal LM loaded by its backend, generating within the static shapes it was exported with.
 
-    Greedy by default, so deterministic. Each prompt is a list of token ids from build_prompt.
+    `generate` checks the request and the options, runs the backend's token loop and reports every reply with its
+    timings; `warm_up` makes one untimed call first (a Neuron model loads its graphs onto the cores on first use).
     """
-    options = options or GenerationOptions()
-    _check_request(prompts, max_new_tokens, sequence_length, options.batch_size)
-    sampler = Sampler(options)
-    eos_ids = eos_token_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
-    trace = token_loop(
-        model, prompts, max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id, next_tokens=sampler
-    )
-    return [_generation(tokenizer, trace, row, len(prompt), eos_ids) for row, prompt in enumerate(prompts)]
 
+    def __init__(self, tokenizer: Any, *, batch_size: int, sequence_length: int, eos_ids: set[int]) -> None:
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.sequence_length = sequence_length
+        self.eos_ids = set(eos_ids)
+        self.warm_up_s: float | None = None
 
-def generate(
-    model: Any,
-    tokenizer: Any,
-    input_ids: Sequence[int],
-    *,
-    max_new_tokens: int,
-    sequence_length: int,
-    options: GenerationOptions | None = None,
-) -> Generation:
-    """Generate a reply to one prompt (token ids from build_prompt); greedy by default, so deterministic.
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else min(self.eos_ids)
 
-    Stops at any EOS id or after `max_new_tokens`. A single prompt needs no padding whatever `batch_size` the model
-    was exported with; use generate_batch for several prompts.
-    """
-    ids = input_ids.tolist() if hasattr(input_ids, "tolist") else list(input_ids)  # accept a 1-D tensor too
-    if ids and not isinstance(ids[0], int):
-        raise ChatError("generate() takes one prompt (a flat list of token ids); use generate_batch() for several.")
-    return generate_batch(
-        model, tokenizer, [ids], max_new_tokens=max_new_tokens, sequence_length=sequence_length, options=options
-    )[0]
+    def check_options(self, options: GenerationOptions) -> None:
+        """Refuse options this backend cannot honour (a clear error, never a silently different decoding)."""
+        validate_options(options)
+
+    @abstractmethod
+    def token_loop(
+        self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, options: GenerationOptions, eos_ids: set[int]
+    ) -> TokenTrace:
+        """Prefill, then one step per token until every row produced an id in `eos_ids` or max_new_tokens.
+
+        The prompts are already checked against the static shapes; rows of different lengths are right-padded.
+        """
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, options: GenerationOptions | None = None
+    ) -> list[Generation]:
+        """One `Generation` per prompt (token ids from build_prompt); greedy by default, so deterministic."""
+        options = options or GenerationOptions()
+        if any(not isinstance(p, Sequence) and not hasattr(p, "tolist") for p in prompts):
+            raise ChatError("generate() takes a list of prompts, each a flat list of token ids.")
+        prompts = [p.tolist() if hasattr(p, "tolist") else list(p) for p in prompts]  # accept 1-D tensors too
+        check_request(prompts, max_new_tokens, self.sequence_length, self.batch_size)
+        self.check_options(options)
+        trace = self.token_loop(prompts, max_new_tokens=max_new_tokens, options=options, eos_ids=self.eos_ids)
+        return [
+            generation_from_trace(self.tokenizer, trace, row, len(prompt), self.eos_ids)
+            for row, prompt in enumerate(prompts)
+        ]
+
+    def warm_up(self) -> float:
+        """One untimed prefill + decode step (EOS ignored, so both graphs run); returns and keeps its seconds."""
+        ids = self.tokenizer.encode("Hello, how are you?", add_special_tokens=False)[:4]
+        ids = (ids + [self.pad_id] * 2)[: max(2, len(ids))]
+        started = time.perf_counter()
+        self.token_loop([ids], max_new_tokens=2, options=GenerationOptions(), eos_ids=set())
+        self.warm_up_s = time.perf_counter() - started
+        return self.warm_up_s

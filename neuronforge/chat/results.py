@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neuronforge.chat.errors import ChatError
-from neuronforge.chat.generate import Generation, GenerationOptions, generate
+from neuronforge.chat.generate import Generation, GenerationOptions, Generator
 from neuronforge.chat.prompt import budget_for, build_prompt, leaked_template_tokens, template_applied
 from neuronforge.chat.suite import Conversation, check_expectations
 from neuronforge.shapes import StaticShapeError
@@ -105,19 +105,16 @@ def _latency(generations: Sequence[Generation]) -> dict[str, float]:
 
 
 def run_conversation(
-    model: Any,
-    tokenizer: Any,
-    conversation: Conversation,
-    *,
-    sequence_length: int,
-    options: GenerationOptions | None = None,
+    generator: Generator, conversation: Conversation, *, options: GenerationOptions | None = None
 ) -> ConversationResult:
-    """Play `conversation`: generate each non-fixed assistant reply, feed it back as history, check it.
+    """Play `conversation` through `generator`: generate each non-fixed assistant reply, feed it back as history,
+    check it.
 
     Every generated reply is also checked for a rendered chat template and for leaked template tokens. A turn whose
     prompt cannot fit the budget is recorded as a failure and ends the conversation (later turns depend on it).
     """
     options = options or GenerationOptions()
+    tokenizer, sequence_length = generator.tokenizer, generator.sequence_length
     history: list[dict[str, str]] = []
     results: list[TurnResult] = []
     for index, turn in enumerate(conversation.turns):
@@ -132,14 +129,7 @@ def run_conversation(
         except (ChatError, StaticShapeError) as exc:
             results.append(TurnResult(index, turn.user, None, failures=[str(exc)]))
             break
-        generation = generate(
-            model,
-            tokenizer,
-            prompt.input_ids,
-            max_new_tokens=turn.max_new_tokens,
-            sequence_length=sequence_length,
-            options=options,
-        )
+        (generation,) = generator.generate([prompt.input_ids], max_new_tokens=turn.max_new_tokens, options=options)
         failures = []
         if not template_applied(prompt.text, tokenizer):
             failures.append("prompt was not rendered with the chat template")
@@ -158,6 +148,7 @@ class SuiteResult:
     conversations: list[ConversationResult]
     sequence_length: int
     options: GenerationOptions = field(default_factory=GenerationOptions)
+    warm_up_s: float | None = None  # the untimed call before the suite (a Neuron model's first call loads its graphs)
 
     @property
     def passed(self) -> bool:
@@ -197,21 +188,21 @@ class SuiteResult:
             "n_passed": self.n_passed,
             "sequence_length": self.sequence_length,
             "options": self.options.model_dump(),
+            "warm_up_s": self.warm_up_s,
             "latency": self.latency(),
             "conversations": [c.to_dict() for c in self.conversations],
         }
 
 
 def run_suite(
-    model: Any,
-    tokenizer: Any,
-    conversations: Sequence[Conversation],
-    *,
-    sequence_length: int,
-    options: GenerationOptions | None = None,
+    generator: Generator, conversations: Sequence[Conversation], *, options: GenerationOptions | None = None
 ) -> SuiteResult:
+    """Every conversation through `generator`, after one untimed warm-up call (so no TTFT includes graph loading).
+
+    Options the generator cannot honour are refused before anything runs.
+    """
     options = options or GenerationOptions()
-    results = [
-        run_conversation(model, tokenizer, c, sequence_length=sequence_length, options=options) for c in conversations
-    ]
-    return SuiteResult(results, sequence_length, options)
+    generator.check_options(options)
+    warm_up_s = generator.warm_up()
+    results = [run_conversation(generator, c, options=options) for c in conversations]
+    return SuiteResult(results, generator.sequence_length, options, warm_up_s)

@@ -1,103 +1,53 @@
-"""The generation loop against transformers' generate(), right-padded batches, seeded sampling, static limits."""
+"""The Generator contract every backend shares: static limits and options checked before the token loop, EOS ids,
+and the options' schema. The backends' own token loops are tested in tests/unit/backends/."""
 
 from __future__ import annotations
 
 import pytest
-from chat_fixtures import smollm2_model, smollm2_tokenizer  # noqa: F401  (pytest fixtures)
+from chat_fixtures import smollm2_tokenizer  # noqa: F401  (pytest fixtures)
 
-from neuronforge.chat import GenerationOptions, StaticShapeError, build_prompt, generate, generate_batch
-
-SEQUENCE_LENGTH = 2048
+from neuronforge.chat import GenerationOptions, Generator, StaticShapeError, build_prompt, eos_token_ids
 
 
 def user(text: str) -> dict[str, str]:
     return {"role": "user", "content": text}
 
 
-# -------------------------------------------------------------------------------------------- generation (real model)
+class NeverRuns(Generator):
+    """A generator whose token loop must not be reached: the checks come first."""
+
+    def token_loop(self, prompts, *, max_new_tokens, options, eos_ids):
+        raise AssertionError("the token loop ran although the request was invalid")
 
 
-def france_ids(tokenizer) -> list[int]:
-    return build_prompt(tokenizer, [user("What is the capital of France?")], 2000).input_ids
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("question", "max_new_tokens"), [("What is the capital of France?", 12), ("Tell me a story.", 6)]
-)
-def test_greedy_generate_matches_transformers_generate(smollm2_model, smollm2_tokenizer, question, max_new_tokens):  # noqa: F811
-    import torch
-
-    ids = build_prompt(smollm2_tokenizer, [user(question)], 2000).input_ids
-    ours = generate(
-        smollm2_model, smollm2_tokenizer, ids, max_new_tokens=max_new_tokens, sequence_length=SEQUENCE_LENGTH
-    )
-    with torch.inference_mode():
-        reference = smollm2_model.generate(
-            torch.tensor([ids]),
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-        )
-    assert ours.token_ids == reference[0, len(ids) :].tolist()
-    assert ours.prompt_tokens == len(ids) and ours.output_tokens == len(ours.token_ids)
-    assert ours.ttft_s > 0 and ours.total_s >= ours.ttft_s and ours.tokens_per_s > 0
-    if ours.stopped_at_eos:
-        assert ours.token_ids[-1] == smollm2_tokenizer.eos_token_id
-        assert "<|im_end|>" not in ours.raw_text
-        assert "paris" in ours.text.lower()
-    else:
-        assert ours.output_tokens == max_new_tokens
-
-
-@pytest.mark.slow
-def test_right_padded_batch_equals_single_prompts(smollm2_model, smollm2_tokenizer):  # noqa: F811
-    tok = smollm2_tokenizer
-    long_ids = france_ids(tok)
-    short_ids = build_prompt(tok, [user("Hi")], 2000).input_ids
-    assert len(short_ids) < len(long_ids)  # really padded
-    batch = generate_batch(
-        smollm2_model,
-        tok,
-        [long_ids, short_ids],
-        max_new_tokens=5,
-        sequence_length=SEQUENCE_LENGTH,
-        options=GenerationOptions(batch_size=2),
-    )
-    for ids, got in zip([long_ids, short_ids], batch, strict=True):
-        alone = generate(smollm2_model, tok, ids, max_new_tokens=5, sequence_length=SEQUENCE_LENGTH)
-        assert got.token_ids == alone.token_ids
-
-
-@pytest.mark.slow
-def test_seeded_sampling_is_reproducible(smollm2_model, smollm2_tokenizer):  # noqa: F811
-    ids = france_ids(smollm2_tokenizer)
-    options = GenerationOptions(do_sample=True, temperature=0.9, top_k=40, top_p=0.9, repetition_penalty=1.1, seed=7)
-    runs = [
-        generate(
-            smollm2_model, smollm2_tokenizer, ids, max_new_tokens=4, sequence_length=SEQUENCE_LENGTH, options=options
-        )
-        for _ in range(2)
-    ]
-    assert runs[0].token_ids == runs[1].token_ids
-
-
-def test_static_limits_are_enforced_before_running(smollm2_tokenizer):  # noqa: F811
-    ids = france_ids(smollm2_tokenizer)
-    model = object()  # never called: the limits are checked first
+def test_static_limits_and_options_are_enforced_before_running(smollm2_tokenizer):  # noqa: F811
+    ids = build_prompt(smollm2_tokenizer, [user("What is the capital of France?")], 2000).input_ids
+    generator = NeverRuns(smollm2_tokenizer, batch_size=1, sequence_length=len(ids) + 19, eos_ids={2})
     with pytest.raises(StaticShapeError, match=rf"prompt_tokens \({len(ids)}\) \+ max_new_tokens \(20\)"):
-        generate(model, smollm2_tokenizer, ids, max_new_tokens=20, sequence_length=len(ids) + 19)
+        generator.generate([ids], max_new_tokens=20)
     with pytest.raises(StaticShapeError, match="do not fit batch_size=1"):
-        generate_batch(model, smollm2_tokenizer, [ids, ids], max_new_tokens=4, sequence_length=SEQUENCE_LENGTH)
+        generator.generate([ids, ids], max_new_tokens=4)
     with pytest.raises(ValueError, match="temperature must be > 0"):
-        generate(
-            model,
-            smollm2_tokenizer,
-            ids,
-            max_new_tokens=4,
-            sequence_length=SEQUENCE_LENGTH,
-            options=GenerationOptions(do_sample=True, temperature=0),
-        )
+        generator.generate([ids], max_new_tokens=4, options=GenerationOptions(do_sample=True, temperature=0))
+    with pytest.raises(ValueError, match="a list of prompts"):
+        generator.generate(ids, max_new_tokens=4)  # one flat prompt instead of a list of prompts
+    with pytest.raises(ValueError, match="empty prompt"):
+        generator.generate([[]], max_new_tokens=4)
+
+
+def test_eos_ids_come_from_the_tokenizer_and_the_artifacts_generation_config(smollm2_tokenizer):  # noqa: F811
+    from transformers import GenerationConfig
+
+    eos = smollm2_tokenizer.eos_token_id
+    assert eos_token_ids(smollm2_tokenizer) == {eos}
+    assert eos_token_ids(smollm2_tokenizer, GenerationConfig(eos_token_id=[eos, 7])) == {eos, 7}
+    assert eos_token_ids(smollm2_tokenizer, GenerationConfig(eos_token_id=9)) == {eos, 9}
+
+    class NoEos:
+        eos_token_id = None
+
+    with pytest.raises(ValueError, match="no EOS token"):
+        eos_token_ids(NoEos())
 
 
 # ------------------------------------------------------------------------------------------------ the options

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from chat_fixtures import smollm2_model, smollm2_tokenizer  # noqa: F401  (pytest fixtures)
+from chat_fixtures import smollm2_generator, smollm2_tokenizer  # noqa: F401  (pytest fixtures)
 
 from neuronforge.chat import (
     DEFAULT_SUITE,
+    Generator,
     compare_to_golden,
     golden_from,
     load_prompt_suite,
@@ -17,12 +18,16 @@ from neuronforge.chat import (
     run_suite,
 )
 
-SEQUENCE_LENGTH = 2048
+
+class NeverRuns(Generator):
+    def token_loop(self, prompts, *, max_new_tokens, options, eos_ids):
+        raise AssertionError("a turn that cannot fit must not reach the model")
 
 
 def test_conversation_too_long_for_the_static_shape_is_a_failure_not_a_crash(smollm2_tokenizer):  # noqa: F811
     conversation = load_prompt_suite(DEFAULT_SUITE)[0]
-    result = run_conversation(object(), smollm2_tokenizer, conversation, sequence_length=40)
+    generator = NeverRuns(smollm2_tokenizer, batch_size=1, sequence_length=40, eos_ids={2})
+    result = run_conversation(generator, conversation)
     assert not result.passed
     assert "only 16 fit" in result.failures[0] and result.turns[0].generation is None
 
@@ -31,10 +36,8 @@ def test_conversation_too_long_for_the_static_shape_is_a_failure_not_a_crash(smo
 
 
 @pytest.fixture(scope="module")
-def suite_result(smollm2_model, smollm2_tokenizer):  # noqa: F811
-    return run_suite(
-        smollm2_model, smollm2_tokenizer, load_prompt_suite(DEFAULT_SUITE), sequence_length=SEQUENCE_LENGTH
-    )
+def suite_result(smollm2_generator):  # noqa: F811
+    return run_suite(smollm2_generator, load_prompt_suite(DEFAULT_SUITE))
 
 
 @pytest.mark.slow
