@@ -103,8 +103,13 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def json_bytes(payload: Any) -> bytes:
+    """The bytes every JSON file we write holds (manifests included): sorted keys, 2-space indent, final newline."""
+    return (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode())
+    write_bytes_atomic(path, json_bytes(payload))
 
 
 @contextlib.contextmanager

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from neuronforge.neuron_card import neuron_usage_snippet
+
 # library_name decides which "Use this model" snippet and widget the Hub shows.
 _LIBRARY_BY_KIND = {"dense": "sentence-transformers", "sparse": "sentence-transformers", "chat": "transformers"}
 _PIPELINE_BY_KIND = {"dense": "sentence-similarity", "sparse": "feature-extraction", "chat": "text-generation"}
@@ -74,8 +76,10 @@ def render_model_card(
     model_name: str,
     tag: str,
     extra: Mapping[str, Any] | None = None,
+    endpoint: str | None = None,
 ) -> str:
-    """README.md for a published artifact.
+    """README.md for a published artifact (`endpoint`: the Hub it is published on, named in the snippet if not the
+    public one).
 
     `extra` adds front-matter keys (tags are appended, mappings merged, e.g. `{"datasets": ["scifact"]}`); its
     optional `sections` mapping (title -> markdown) adds body sections such as evaluation results.
@@ -123,7 +127,7 @@ def render_model_card(
         "## Usage",
         "",
         "```python",
-        usage_snippet(manifest, repo_id=repo_id, tag=tag),
+        usage_snippet(manifest, repo_id=repo_id, tag=tag, endpoint=endpoint),
         "```",
         "",
     ]
@@ -132,7 +136,7 @@ def render_model_card(
     return "\n".join(lines)
 
 
-def usage_snippet(manifest: Mapping[str, Any], *, repo_id: str, tag: str) -> str:
+def usage_snippet(manifest: Mapping[str, Any], *, repo_id: str, tag: str, endpoint: str | None = None) -> str:
     """Python that loads this artifact from the Hub and runs it with the right padding."""
     kind = manifest.get("kind", "dense")
     backend = manifest["backend"]
@@ -170,58 +174,7 @@ def usage_snippet(manifest: Mapping[str, Any], *, repo_id: str, tag: str) -> str
             ]
         )
     if backend == "neuron":
-        if kind == "chat":
-            return "\n".join(
-                [
-                    "from huggingface_hub import snapshot_download",
-                    "from optimum.neuron import NeuronModelForCausalLM",
-                    "from transformers import AutoTokenizer",
-                    "",
-                    download,
-                    "model = NeuronModelForCausalLM.from_pretrained(path)  # needs an inf2/trn1 host",
-                    "tokenizer = AutoTokenizer.from_pretrained(path)",
-                    'messages = [{"role": "user", "content": "What is AWS Inferentia2?"}]',
-                    'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")',
-                    f"# Compiled for batch {batch} and at most {seq} tokens (prompt + generation).",
-                    "output = model.generate(inputs, max_new_tokens=64)",
-                    "print(tokenizer.decode(output[0][inputs.shape[-1]:], skip_special_tokens=True))",
-                ]
-            )
-        if kind == "sparse":
-            traced = next((f for f in files if f.endswith((".pt", ".neff"))), "model.pt")
-            return "\n".join(
-                [
-                    "import torch",
-                    "import torch_neuronx  # registers the Neuron ops; needs an inf2/trn1 host",
-                    "from huggingface_hub import snapshot_download",
-                    "from transformers import AutoTokenizer",
-                    "",
-                    download,
-                    f'model = torch.jit.load(f"{{path}}/{traced}")  # MLM head + SPLADE pooling, returns [batch, vocab]',
-                    f'tokenizer = AutoTokenizer.from_pretrained("{_source_id(manifest)}")',
-                    'texts = ["sparse retrieval on Inferentia2"]',
-                    f"# Static shapes: pad to {batch} rows of {seq} tokens, then drop the padding rows.",
-                    f'enc = tokenizer(texts + [""] * ({batch} - len(texts)), padding="max_length", truncation=True,',
-                    f'                max_length={seq}, return_tensors="pt")',
-                    'weights = model(enc["input_ids"], enc["attention_mask"])[: len(texts)]',
-                ]
-            )
-        return "\n".join(
-            [
-                "from huggingface_hub import snapshot_download",
-                "from optimum.neuron import NeuronSentenceTransformers  # optimum-neuron's sentence-transformers class",
-                "from transformers import AutoTokenizer",
-                "",
-                download,
-                "model = NeuronSentenceTransformers.from_pretrained(path)  # needs an inf2/trn1 host",
-                "tokenizer = AutoTokenizer.from_pretrained(path)",
-                'texts = ["The Eiffel Tower is in Paris."]',
-                f"# Static shapes: pad to {batch} rows of {seq} tokens yourself, then drop the padding rows.",
-                f'enc = tokenizer(texts + [""] * ({batch} - len(texts)), padding="max_length", truncation=True,',
-                f'                max_length={seq}, return_tensors="pt")',
-                'embeddings = model(enc["input_ids"], enc["attention_mask"])["sentence_embedding"][: len(texts)]',
-            ]
-        )
+        return neuron_usage_snippet(manifest, repo_id=repo_id, tag=tag, endpoint=endpoint)
     # torch / transformers formats load with the usual libraries.
     if kind == "chat":
         return "\n".join(

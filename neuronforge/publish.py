@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from neuronforge import paths
 from neuronforge.artifacts import MANIFEST, sha256_file, verify_manifest
+from neuronforge.backends.neuron_repo import hub_files
 from neuronforge.model_card import render_model_card
 
 if TYPE_CHECKING:
@@ -214,7 +215,12 @@ class Publisher:
         repo_url = f"{endpoint}/{repo_id}"
 
         artifact = _local_artifact(artifact_dir, manifest)
-        card = render_model_card(manifest, repo_id=repo_id, model_name=model_name, tag=tag, extra=extra_card).encode()
+        # What optimum-neuron's loaders need from a Hub id (a Neuron chat repo names itself as its checkpoint).
+        for path, data in hub_files(artifact_dir, manifest, repo_id=repo_id, revision=tag).items():
+            artifact[path] = _LocalFile(data, len(data), hashlib.sha256(data).hexdigest())
+        card = render_model_card(
+            manifest, repo_id=repo_id, model_name=model_name, tag=tag, extra=extra_card, endpoint=endpoint
+        ).encode()
         local = {**artifact, CARD_FILE: _LocalFile(card, len(card), hashlib.sha256(card).hexdigest())}
 
         self._call(

@@ -19,6 +19,7 @@ What the tests need the SDK to do is written out below, each piece from the upst
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -216,13 +217,17 @@ class NeuronSDKStub:
 
     # -- installing -------------------------------------------------------------------------------------------------
 
-    def install(self, monkeypatch: Any) -> None:
-        # Probe torch_xla (and cache "absent") before the stub's torch_xla becomes importable.
-        import accelerate.data_loader  # noqa: F401
+    def install(self, monkeypatch: Any, *, probe_torch_xla_first: bool = True) -> None:
+        """Make the SDK importable. In a test process, first let transformers / accelerate / sentence-transformers
+        probe torch_xla (and cache "absent"); a fresh snippet process skips that, keeping huggingface_hub unimported
+        until the snippet sets HF_ENDPOINT (USE_TORCH_XLA=0 keeps the stub's torch_xla invisible to them anyway)."""
         import neuron_standin
-        import sentence_transformers  # noqa: F401
         import torch
-        import transformers.modeling_utils  # noqa: F401
+
+        if probe_torch_xla_first:
+            import accelerate.data_loader  # noqa: F401
+            import sentence_transformers  # noqa: F401
+            import transformers.modeling_utils  # noqa: F401
 
         monkeypatch.setenv("USE_TORCH_XLA", "0")
         monkeypatch.delenv(TARGET_ENV, raising=False)
@@ -239,23 +244,63 @@ class NeuronSDKStub:
         purge_modules(SDK_PACKAGES + BOUND_PREFIXES)
 
 
-def fake_neuron_host(monkeypatch: Any, root: Path, instance_type: str = "inf2.xlarge", devices: int = 1) -> None:
-    """Answer optimum-neuron's host probes as `instance_type` with `devices` Neuron chips would: the functions that
-    read /proc/devices, /dev and the DMI product name (optimum/neuron/utils/system.py:29-90), and the driver's sysfs
-    memory counters (utils/neuron_device_memory.py:35, read after loading weights), here an empty tree under `root`."""
-    import optimum.neuron.utils.instance as instance
-    import optimum.neuron.utils.neuron_device_memory as device_memory
-    import optimum.neuron.utils.system as system
-
-    for module in (system, instance):
-        monkeypatch.setattr(module, "get_neuron_major", lambda: 245, raising=False)
-        monkeypatch.setattr(module, "get_instance_name", lambda: instance_type, raising=False)
-    monkeypatch.setattr(system, "get_neuron_devices_count", lambda: devices)
-    system.cores_per_device.cache_clear()
-    instance.current_instance_type.cache_clear()
+def host_probes(root: Path, instance_type: str = "inf2.xlarge", devices: int = 1) -> dict[str, dict[str, Any]]:
+    """What optimum-neuron's host probes answer on `instance_type` with `devices` Neuron chips, per module: the
+    functions reading /proc/devices, /dev and the DMI product name (optimum/neuron/utils/system.py:29-90, imported by
+    name into utils/instance.py), and the driver's sysfs memory counters (utils/neuron_device_memory.py:35, read after
+    loading weights), here an empty tree under `root`."""
     sysfs = Path(root) / "sys" / "devices" / "virtual" / "neuron_device"
     cores = 4 if instance_type.startswith("trn2") else 2
     for chip in range(devices):
         for core in range(cores):
             (sysfs / f"neuron{chip}" / f"neuron_core{core}").mkdir(parents=True, exist_ok=True)
-    monkeypatch.setattr(device_memory, "SYSFS_NEURON_BASE", sysfs)
+    host = {"get_neuron_major": lambda: 245, "get_instance_name": lambda: instance_type}
+    return {
+        "optimum.neuron.utils.system": {**host, "get_neuron_devices_count": lambda: devices},
+        "optimum.neuron.utils.instance": host,
+        "optimum.neuron.utils.neuron_device_memory": {"SYSFS_NEURON_BASE": sysfs},
+    }
+
+
+def _clear_host_caches(module: types.ModuleType) -> None:
+    for name in ("cores_per_device", "current_instance_type"):
+        if hasattr(module, name):
+            getattr(module, name).cache_clear()
+
+
+def fake_neuron_host(monkeypatch: Any, root: Path, instance_type: str = "inf2.xlarge", devices: int = 1) -> None:
+    """optimum-neuron sees `instance_type` with `devices` chips for one test (see host_probes)."""
+    for name, values in host_probes(root, instance_type, devices).items():
+        module = importlib.import_module(name)
+        for attr, value in values.items():
+            monkeypatch.setattr(module, attr, value)
+        _clear_host_caches(module)
+
+
+class _PatchedOnImport(importlib.abc.MetaPathFinder):
+    """Applies host_probes to optimum-neuron's modules as they are imported (a user's fresh interpreter)."""
+
+    def __init__(self, probes: dict[str, dict[str, Any]]) -> None:
+        self.probes = probes
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.probes:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        loader, values = spec.loader, self.probes[fullname]
+
+        class Patching(importlib.abc.Loader):
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                loader.exec_module(module)
+                module.__dict__.update(values)
+
+        spec.loader = Patching()
+        return spec
+
+
+def fake_neuron_host_on_import(root: Path, instance_type: str = "inf2.xlarge", devices: int = 1) -> None:
+    """Like fake_neuron_host, for a process that has not imported optimum-neuron yet (nothing is imported here)."""
+    sys.meta_path.insert(0, _PatchedOnImport(host_probes(root, instance_type, devices)))

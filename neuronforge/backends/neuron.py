@@ -33,6 +33,7 @@ from neuronforge.backends.base import (
     artifact_eos_ids,
     toolchain_versions,
 )
+from neuronforge.backends.neuron_repo import hub_loadable_layout
 from neuronforge.chat.generate import Generator
 from neuronforge.registry import ModelSpec
 from neuronforge.sources import ResolvedModel
@@ -336,6 +337,8 @@ class NeuronBackend(Backend):
                 trust_remote_code=spec.trust_remote_code,
             )
             neuron_model.save_pretrained(str(out_dir))
+        # Rank checkpoints where optimum-neuron's loader finds them from a Hub id too (neuron_repo.py).
+        hub_loadable_layout(out_dir)
         AutoTokenizer.from_pretrained(model.path, trust_remote_code=spec.trust_remote_code).save_pretrained(out_dir)
         copy_missing_side_files(model.path, out_dir)
         return {

@@ -107,7 +107,8 @@ def test_export_runs_optimum_neurons_decoder_export_around_the_stand_in(neuron_s
 
     files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert {"model.pt", "config.json", "neuron_config.json", "tokenizer.json", "generation_config.json"} <= files
-    assert "checkpoint/weights/tp0_sharded_checkpoint.safetensors" in files
+    assert "weights/tp0_sharded_checkpoint.safetensors" in files  # at the root: loadable from a Hub id too
+    assert not any(f.startswith("checkpoint/") for f in files)
     neuron_config = json.loads((out / "neuron_config.json").read_text())
     assert neuron_config["on_device_sampling"] and neuron_config["continuous_batching"]
     assert (neuron_config["batch_size"], neuron_config["sequence_length"], neuron_config["tp_degree"]) == (2, 256, 1)

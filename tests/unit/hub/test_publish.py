@@ -317,7 +317,7 @@ def test_card_for_each_backend() -> None:
     assert {"neuron", "inferentia2", "neuronforge", "dense"} <= set(neuron["tags"]) and "base_model" not in neuron
     assert neuron["library_name"] == "sentence-transformers"
     chat = {**base, "kind": "chat", "backend": "neuron", "format": "neuronx"}
-    assert "NeuronModelForCausalLM.from_pretrained(path)" in usage_snippet(chat, repo_id="o/r", tag="ck-00ff")
+    assert 'NeuronModelForCausalLM.from_pretrained("o/r")' in usage_snippet(chat, repo_id="o/r", tag="ck-00ff")
     sparse = {**base, "kind": "sparse", "backend": "neuron", "format": "neuronx"}
     assert "torch.jit.load" in usage_snippet(sparse, repo_id="o/r", tag="ck-00ff")
     torch_dense = {**base, "kind": "dense", "backend": "torch", "format": "transformers"}
