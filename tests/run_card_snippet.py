@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytest  # noqa: E402  (after the path: the stub modules live beside this file)
-from neuron_sdk_stub import NeuronSDKStub, fake_neuron_host_on_import  # noqa: E402
+from neuron_stub import NeuronSDKStub, fake_neuron_host_on_import  # noqa: E402
 
 RESULTS = ("embeddings", "weights", "reply")
 

@@ -1,13 +1,13 @@
 """The chat smoke evaluation through the `neuron` backend code path, end to end: source_model -> export (our
 NeuronBackend through optimum-neuron's real decoder export) -> chat_smoke_eval (optimum-neuron's real loader and
 `NxDModelForCausalLM.forward`, driven by NeuronGenerator), on the stub SDK whose compiled graphs are CPU stand-ins
-(tests/neuron_sdk_stub.py, tests/neuron_standin.py). The built-in prompt suite must pass."""
+(tests/neuron_stub.py, tests/neuron_standin.py). The built-in prompt suite must pass."""
 
 from __future__ import annotations
 
 import dagster as dg
 import pytest
-from neuron_sdk_stub import fake_neuron_host
+from neuron_stub import fake_neuron_host
 from pipeline_helpers import checks, materialize, metadata, pipeline_resources
 
 from neuronforge.registry import load_registry

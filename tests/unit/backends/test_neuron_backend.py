@@ -1,16 +1,15 @@
 """The Neuron backend against the real optimum-neuron 0.4.5 code, with only the Neuron SDK stubbed.
 
-There is no Neuron device or SDK here. The `neuron_sdk_stub` fixture puts a minimal stand-in for neuronx-cc,
-torch-neuronx, neuronx-distributed, libneuronxla (with package metadata, so optimum-neuron's `is_neuronx_available()`
-is true) and the torch_xla modules they drag in on sys.path. Its `torch_neuronx.trace` records its arguments and returns
-`torch.jit.trace(func, example_inputs)`: a CPU TorchScript stand-in for the NEFF-carrying TorchScript the real one
-returns. Everything above that boundary is the real code: optimum-neuron's `main_export` (model loading, neuron config,
+There is no Neuron device or SDK here. The `neuron_sdk_stub` fixture (tests/neuron_stub.py) makes a stand-in for
+neuronx-cc, torch-neuronx, neuronx-distributed, libneuronxla and torch_xla importable. Its `torch_neuronx.trace`
+records its arguments and returns `torch.jit.trace(func, example_inputs)`: a CPU TorchScript stand-in for the
+NEFF-carrying TorchScript the real one returns. Everything above that boundary is the real code: optimum-neuron's `main_export` (model loading, neuron config,
 dummy inputs, compiler flags, config.json neuron section, tokenizer files) and its `NeuronSentenceTransformers` loader,
 our SPLADE head, our runners.
 
-Not provable here: that neuronx-cc accepts the flags and compiles these graphs, numerics under --auto-cast, the
-decoder export (optimum-neuron's Llama modeling needs the real neuronx-distributed, so `get_neuron_config`/`export` are
-mocked with autospec, which checks our arguments against their real signatures), and loading on a NeuronCore.
+Not provable here: that neuronx-cc accepts the flags and compiles these graphs, numerics under --auto-cast, and
+loading on a NeuronCore. The decoder's export, loading and generation through optimum-neuron's real code, around CPU
+stand-ins for its compiled graphs, are tested in test_neuron_generation.py.
 """
 
 from __future__ import annotations
@@ -276,6 +275,9 @@ class FakeNeuronCausalLM:
         (path / "config.json").write_text(json.dumps({"written_by": "optimum-neuron"}))
         (path / "neuron_config.json").write_text("{}")
         (path / "model.pt").write_bytes(b"graphs")
+        # save_pretrained shards a local checkpoint here (pretrained_model.py:151-162)
+        (path / "checkpoint" / "weights").mkdir(parents=True)
+        (path / "checkpoint" / "weights" / "tp0_sharded_checkpoint.safetensors").write_bytes(b"rank 0")
 
 
 def test_chat_export_passes_shapes_tp_and_target_to_optimum_neuron(neuron_sdk_stub, tmp_path, tiny_llama_dir):
@@ -314,15 +316,8 @@ def test_chat_export_passes_shapes_tp_and_target_to_optimum_neuron(neuron_sdk_st
 
     files = {p.name for p in out.iterdir()}
     assert {"model.pt", "neuron_config.json", "tokenizer.json", "generation_config.json"} <= files
+    assert "checkpoint" not in files and (out / "weights" / "tp0_sharded_checkpoint.safetensors").is_file()
     assert json.loads((out / "config.json").read_text()) == {"written_by": "optimum-neuron"}  # not overwritten
-
-
-def test_load_causal_lm_uses_optimum_neurons_loader(neuron_sdk_stub, tmp_path):
-    from optimum.neuron import NeuronModelForCausalLM
-
-    with mock.patch.object(NeuronModelForCausalLM, "from_pretrained", autospec=True, return_value="lm") as load:
-        assert NeuronBackend().load_causal_lm(tmp_path, {"kind": "chat"}) == "lm"
-    load.assert_called_once_with(str(tmp_path))
 
 
 def test_sparse_load_failure_names_the_device_requirement(neuron_sdk_stub, tmp_path):

@@ -2,7 +2,7 @@
 
 The export is our NeuronBackend's, through optimum-neuron's real `NeuronModelForCausalLM.get_neuron_config` /
 `export` / `save_pretrained` (graph builders, neuron config, HF -> Neuron checkpoint conversion); only
-neuronx-distributed's compiler is the stub's (tests/neuron_sdk_stub.py), returning the CPU decoder graph of
+neuronx-distributed's compiler is the stub's (tests/neuron_stub.py), returning the CPU decoder graph of
 tests/neuron_standin.py. Loading is optimum-neuron's `NeuronModelForCausalLM.from_pretrained` (its instance and core
 checks, `torch.jit.load` of model.pt, rank checkpoints handed to `nxd_model.initialize`), and generation is our
 NeuronGenerator calling the real `NxDModelForCausalLM.forward` and its decoder wrappers.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from chat_fixtures import converted_smollm2, smollm2_torch_generator
-from neuron_sdk_stub import fake_neuron_host
+from neuron_stub import fake_neuron_host
 
 from neuronforge.artifacts import stable_hash
 from neuronforge.backends.neuron import NeuronBackend
