@@ -31,7 +31,9 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
         description="Every dense model, every sparse model and each dense+sparse pair fused by reciprocal rank "
         "fusion, scored on the corpus's judged queries.",
     )
-    def retrieval_eval(context: dg.AssetExecutionContext, storage: StorageResource, neuron: NeuronResource):
+    def retrieval_eval(
+        context: dg.AssetExecutionContext, storage: StorageResource, neuron: NeuronResource, corpus: CorpusResource
+    ):
         from neuronforge.corpus import load_qrels, load_queries, qrels_splits
         from neuronforge.retrieval import evaluate, reciprocal_rank_fusion
         from neuronforge.search import Searcher
@@ -40,13 +42,27 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
         corpus_record = storage.record_for(context, dg.AssetKey("corpus"))
         inputs = {f"dense:{n}": storage.record_for(context, dg.AssetKey([n, "corpus_embeddings"])) for n in dense}
         inputs |= {f"sparse:{n}": storage.record_for(context, dg.AssetKey([n, "sparse_index"])) for n in sparse}
-        key = stable_hash([corpus_record.key, {system: record.key for system, record in inputs.items()}])
+        # The fusion settings are inputs too: another rrf_k gives other hybrid results, so another record.
+        fusion = {
+            "rrf_k": corpus.rrf_k,
+            "weights": {
+                f"hybrid:{d}+{s}": [corpus.fusion_weight("dense", d), corpus.fusion_weight("sparse", s)]
+                for d in dense
+                for s in sparse
+            },
+        }
+        key = stable_hash([corpus_record.key, {system: record.key for system, record in inputs.items()}, fusion])
         scored = {system: {"record_key": r.key, "compile_key": r["compile_key"]} for system, r in inputs.items()}
+        # What was scored, as the first things a person looks at: which corpus, which compiled artifacts.
+        provenance = {
+            "corpus_fingerprint": corpus_record.key,
+            "compile_keys": dg.MetadataValue.json({system: s["compile_key"] for system, s in scored.items()}),
+        }
         source = corpus_record.path_of("path")
         splits = qrels_splits(source) if source.is_dir() else []
         if not splits:
             # Recorded, so the check judges this corpus ("not evaluated"), never an earlier corpus's results.
-            reason = f"{source} has no qrels (relevance judgements): nothing to evaluate"
+            reason = f"no judgements: {source} has no qrels/<split>.tsv (relevance judgements), so nothing to score"
             context.log.warning(reason)
             record = storage.write_record(
                 context.asset_key,
@@ -55,9 +71,10 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
             )
             return dg.MaterializeResult(
                 data_version=dg.DataVersion(record.key),
-                metadata={**record_metadata(record), "evaluated": False, "reason": reason},
+                metadata={**record_metadata(record), "evaluated": False, "reason": reason, **provenance},
             )
-        qrels = load_qrels(source, "test" if "test" in splits else splits[0])
+        split = "test" if "test" in splits else splits[0]
+        qrels = load_qrels(source, split)
         queries = {qid: text for qid, text in load_queries(source).items() if qid in qrels}
         qids, texts = list(queries), list(queries.values())
         results: dict[str, dict[str, float]] = {}
@@ -74,9 +91,11 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
                 context.log.info(f"dense {name}: {len(qids)} queries in {time.perf_counter() - started:.1f}s")
             for name in sparse:
                 runs[f"sparse:{name}"] = Searcher(sparse=inputs[f"sparse:{name}"]).sparse(texts, 100, qids)
-        for d in dense:
-            for s in sparse:
-                runs[f"hybrid:{d}+{s}"] = reciprocal_rank_fusion([runs[f"dense:{d}"], runs[f"sparse:{s}"]], top=100)
+        for system, weights in fusion["weights"].items():
+            d, s = system.removeprefix("hybrid:").split("+")
+            runs[system] = reciprocal_rank_fusion(
+                [runs[f"dense:{d}"], runs[f"sparse:{s}"]], k=corpus.rrf_k, top=100, weights=weights
+            )
         for system, run in runs.items():
             results[system] = evaluate(run, qrels)
         record = storage.write_record(
@@ -87,7 +106,9 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
                 "corpus": str(source),
                 "corpus_fingerprint": corpus_record.key,
                 "queries": len(qids),
+                "split": split,
                 "results": results,
+                "fusion": fusion,
                 "inputs": scored,
             },
         )
@@ -97,13 +118,19 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
         ]
         metadata = {
             **record_metadata(record),
+            "evaluated": True,
             "queries": len(qids),
+            "qrels_split": split,
+            **provenance,
+            "rrf_k": corpus.rrf_k,
             "results": dg.MetadataValue.md(
                 markdown_table(["system", "nDCG@10", "Recall@100", "MRR@10", "queries"], rows)
             ),
         }
+        # Every metric of every system as a number, so the UI can plot each one across runs.
         for system, m in results.items():
-            metadata[f"ndcg@10 {system.split(':')[0]}:{system.split(':', 1)[1]}"] = round(m["ndcg@10"], 4)
+            for metric in ("ndcg@10", "recall@100", "mrr@10"):
+                metadata[f"{metric} {system}"] = round(float(m[metric]), 4)
         return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(record.key))
 
     @dg.asset_check(asset=retrieval_eval, name="ndcg_above_floor")

@@ -207,19 +207,30 @@ def _ordered(results: Mapping[str, float]) -> list[tuple[str, float]]:
     return sorted(results.items(), key=lambda item: (-item[1], item[0]))
 
 
-def reciprocal_rank_fusion(runs: Sequence[Mapping[str, Mapping[str, float]]], k: int = 60, top: int = 100) -> Run:
-    """RRF (Cormack et al. 2009): score(d) = sum over runs of 1 / (k + rank of d in that run), rank from 1.
+def reciprocal_rank_fusion(
+    runs: Sequence[Mapping[str, Mapping[str, float]]],
+    k: int = 60,
+    top: int = 100,
+    weights: Sequence[float] | None = None,
+) -> Run:
+    """RRF (Cormack et al. 2009): score(d) = sum over runs of weight / (k + rank of d in that run), rank from 1.
 
     Only ranks matter, so runs with incomparable scores (dense cosine, SPLADE dot products, BM25) fuse safely.
+    `weights` (default all 1: the original RRF) lets a stronger system count for more.
     """
     if k < 0:
         raise ValueError(f"RRF k must be >= 0, got {k}")
+    weights = [1.0] * len(runs) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(runs):
+        raise ValueError(f"{len(weights)} weights for {len(runs)} runs")
+    if any(w < 0 for w in weights):
+        raise ValueError(f"RRF weights must be >= 0, got {weights}")
     fused: Run = {}
     for qid in sorted({q for run in runs for q in run}):
         scores: dict[str, float] = {}
-        for run in runs:
+        for run, weight in zip(runs, weights, strict=True):
             for position, (doc, _) in enumerate(_ordered(run.get(qid, {}))):
-                scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + position + 1)
+                scores[doc] = scores.get(doc, 0.0) + weight / (k + position + 1)
         fused[qid] = dict(_ordered(scores)[:top])
     return fused
 

@@ -86,6 +86,20 @@ def test_reciprocal_rank_fusion_by_hand():
     assert reciprocal_rank_fusion([RUN_A, scaled])["q"] == reciprocal_rank_fusion([RUN_A, RUN_B])["q"]
 
 
+def test_weighted_reciprocal_rank_fusion_by_hand():
+    # A: a 1st, b 2nd, c 3rd; B: c 1st, a 2nd. Weights 0.6 / 0.4, k = 10.
+    fused = reciprocal_rank_fusion([RUN_A, RUN_B], k=10, weights=[0.6, 0.4])
+    assert fused["q"] == pytest.approx({"a": 0.6 / 11 + 0.4 / 12, "c": 0.6 / 13 + 0.4 / 11, "b": 0.6 / 12})
+    assert list(fused["q"]) == ["a", "c", "b"]
+    # A heavy enough second weight flips the order: c first.
+    assert list(reciprocal_rank_fusion([RUN_A, RUN_B], k=10, weights=[0.2, 0.8])["q"])[0] == "c"
+    assert reciprocal_rank_fusion([RUN_A, RUN_B], weights=[1, 1]) == reciprocal_rank_fusion([RUN_A, RUN_B])
+    with pytest.raises(ValueError, match="1 weights for 2 runs"):
+        reciprocal_rank_fusion([RUN_A, RUN_B], weights=[1.0])
+    with pytest.raises(ValueError, match="weights must be >= 0"):
+        reciprocal_rank_fusion([RUN_A, RUN_B], weights=[1.0, -1.0])
+
+
 def test_normalized_score_sum_by_hand():
     # Min-max per query: A -> a 1, b 0.5, c 0; B -> c 1, a 0. Weights 1 and 2.
     fused = normalized_score_sum([RUN_A, RUN_B], weights=[1.0, 2.0])
