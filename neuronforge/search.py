@@ -1,9 +1,12 @@
 """Search the latest materialized embeddings and sparse index: dense, sparse (SPLADE) or hybrid (RRF).
 
     neuronforge-search "how do I parse json" --mode hybrid -k 5
+    neuronforge-search --queries questions.txt > hits.jsonl     # one query per line in, one JSON object per line out
+    neuronforge-search --interactive                             # load the models once, then ask away
 
 Reads the current stage records under the data directory (NEURONFORGE_HOME), so it always uses what the pipeline
-last produced, through the same exported artifacts (and backends) the pipeline used.
+last produced, through the same exported artifacts (and backends) the pipeline used. Hybrid fusion takes `rrf_k` and
+`rrf_weights` from the corpus configuration (corpus.yaml), like retrieval_eval.
 """
 
 from __future__ import annotations
@@ -11,21 +14,85 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from neuronforge.records import RecordMissingError, RecordStore, StageRecord
+from neuronforge.corpus.config import DEFAULT_RRF_K, DEFAULT_RRF_WEIGHTS
+from neuronforge.records import RecordMissingError, RecordStore, StageRecord, asset_name
 from neuronforge.retrieval import dense_search, reciprocal_rank_fusion, run_from_results
 
 Run = dict[str, dict[str, float]]
+Hit = tuple[str, float, str]
 MODES = ("dense", "sparse", "hybrid")
+MAX_K = 10_000
+BATCH = 256  # queries encoded per call in --queries mode
+FUSION_DEPTH = 100  # each system's top-k that hybrid fuses (at least k)
+STAGE_OF_MODE = {
+    "dense": ("corpus_embeddings",),
+    "sparse": ("sparse_index",),
+    "hybrid": ("corpus_embeddings", "sparse_index"),
+}
+KIND_OF_STAGE = {"corpus_embeddings": "dense", "sparse_index": "sparse"}
 
 
 class SearchError(RuntimeError):
-    """Nothing to search yet, or an unknown model."""
+    """Nothing to search yet, a missing or damaged output, or a bad request; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Reciprocal rank fusion settings: score = sum over systems of weight / (k + rank)."""
+
+    k: int = DEFAULT_RRF_K
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RRF_WEIGHTS))  # kind / model -> weight
+
+    def weight(self, kind: str, model: str) -> float:
+        return float(self.weights.get(model, self.weights.get(kind, 1.0)))
+
+
+def check_request(query: str, k: int) -> str:
+    """The query, stripped; SearchError for an empty one or a k outside 1..MAX_K."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise SearchError(f"-k must be an integer from 1 to {MAX_K}, got {k!r}")
+    if not isinstance(query, str) or not query.strip():
+        raise SearchError("the query is empty: give the words to search for")
+    return query.strip()
+
+
+def _rematerialize(record: StageRecord, what: str, exc: BaseException) -> SearchError:
+    asset = asset_name(record.stage, record.name)
+    return SearchError(
+        f"{what} of {asset} is missing or damaged ({type(exc).__name__}: {exc}); materialize {asset} again: "
+        f"`dagster asset materialize -m pipelines.definitions --select {asset}`"
+    )
+
+
+def _missing_stage(root: Path, stage: str, models: Sequence[str]) -> SearchError:
+    kind = KIND_OF_STAGE[stage]
+    if models:
+        assets = ", ".join(f"{m}/{stage}" for m in models)
+        select = ",".join(f"*{m}/{stage}" for m in models)
+        how = f"materialize {assets} (with its export): `dagster asset materialize -m pipelines.definitions --select '{select}'`"
+    else:
+        how = f"add a {kind} model to models.yaml and materialize its {stage}"
+    return SearchError(f"no {kind} {stage} under {root} to search; {how}")
+
+
+def _registry_models(kind: str) -> list[str]:
+    """Model names of `kind` in models.yaml, for hints (empty when the registry cannot be read)."""
+    import os
+
+    from neuronforge.registry import RegistryError, load_registry
+
+    try:
+        registry = load_registry(os.environ.get("NEURONFORGE_MODELS") or None, check_builtin_limits=False)
+    except (RegistryError, OSError):
+        return []
+    return [m.name for m in registry.of_kind(kind)]
 
 
 class Searcher:
@@ -33,46 +100,90 @@ class Searcher:
 
     `Searcher(dense=record, sparse=record)` searches exactly those outputs (the retrieval evaluation passes the records
     its upstream materializations named); `Searcher.current(root)` takes each stage's current record (the CLI).
+    Models and arrays load on first use and stay loaded, so one Searcher answers many queries.
     """
 
-    def __init__(self, *, dense: StageRecord | None = None, sparse: StageRecord | None = None):
+    def __init__(
+        self, *, dense: StageRecord | None = None, sparse: StageRecord | None = None, fusion: Fusion | None = None
+    ):
         self.dense_record = dense
         self.sparse_record = sparse
+        self.fusion = fusion or Fusion()
         self._dense: tuple[Any, list[str], np.ndarray] | None = None
         self._sparse: tuple[Any, Any] | None = None
         self._snippets: dict[str, str] | None = None
 
     @classmethod
     def current(
-        cls, root: Path | None = None, *, dense_model: str | None = None, sparse_model: str | None = None
+        cls,
+        root: Path | None = None,
+        *,
+        dense_model: str | None = None,
+        sparse_model: str | None = None,
+        mode: str = "hybrid",
+        fusion: Fusion | None = None,
     ) -> Searcher:
-        """The latest finished embeddings and sparse index under `root` (default: the data directory)."""
+        """The latest finished embeddings and sparse index under `root` (default: the data directory) that `mode`
+        needs; SearchError naming the asset to materialize when one is missing."""
         from neuronforge.paths import data_dir
 
-        store = RecordStore(Path(root) if root else data_dir())
-        dense_model = dense_model or next(iter(store.names("corpus_embeddings")), None)
-        sparse_model = sparse_model or next(iter(store.names("sparse_index")), None)
+        if mode not in MODES:
+            raise SearchError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        root = Path(root) if root else data_dir()
+        store = RecordStore(root)
+        records: dict[str, StageRecord | None] = {"corpus_embeddings": None, "sparse_index": None}
+        for stage, chosen in (("corpus_embeddings", dense_model), ("sparse_index", sparse_model)):
+            available = store.names(stage)
+            name = chosen or next(iter(available), None)
+            if name is None:
+                if stage in STAGE_OF_MODE[mode]:
+                    raise _missing_stage(root, stage, _registry_models(KIND_OF_STAGE[stage]))
+                continue
+            try:
+                records[stage] = store.current(stage, name)
+            except RecordMissingError as exc:
+                if stage not in STAGE_OF_MODE[mode] and chosen is None:
+                    continue
+                known = f" (models with one: {', '.join(available)})" if available else ""
+                raise SearchError(f"{exc}{known}") from exc
+        return cls(dense=records["corpus_embeddings"], sparse=records["sparse_index"], fusion=fusion)
+
+    # ------------------------------------------------------------------------------------------------------ loading
+
+    def _encoder(self, record: StageRecord):
+        from neuronforge.backends import load_encoder
+
         try:
-            dense = store.current("corpus_embeddings", dense_model) if dense_model else None
-            sparse = store.current("sparse_index", sparse_model) if sparse_model else None
-        except RecordMissingError as exc:
-            raise SearchError(str(exc)) from exc
-        return cls(dense=dense, sparse=sparse)
+            return load_encoder(record.path_of("artifact_dir"))
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # ManifestError is a RuntimeError
+            export = asset_name("export", record.name)
+            raise SearchError(
+                f"the exported model {record['artifact_dir']} that {asset_name(record.stage, record.name)} was built "
+                f"with is missing or damaged ({exc}); materialize {export} and then "
+                f"{asset_name(record.stage, record.name)} again"
+            ) from exc
+
+    def _shards(self, record: StageRecord, columns: list[str] | None):
+        import pyarrow as pa
+
+        from neuronforge.shards import read_shards
+
+        try:
+            return read_shards(record.path_of("dir"), columns, _shard_names(record["shards"]))
+        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+            raise _rematerialize(record, f"a shard in {record['dir']}", exc) from exc
 
     def _load_dense(self) -> tuple[Any, list[str], np.ndarray]:
         if self._dense is None:
             record = self.dense_record
             if record is None:
                 raise SearchError("no dense corpus_embeddings to search; materialize a dense model's corpus_embeddings")
-            from neuronforge.backends import load_encoder
-            from neuronforge.shards import dense_matrix, read_shards
+            from neuronforge.shards import dense_matrix
 
-            table = read_shards(record.path_of("dir"), None, record["shards"])
-            self._dense = (
-                load_encoder(record.path_of("artifact_dir")),
-                table.column("doc_id").to_pylist(),
-                dense_matrix(table),
-            )
+            # Shards before the model: a damaged output is reported without first paying for a model load.
+            table = self._shards(record, ["doc_id", "vector"])
+            doc_ids, matrix = table.column("doc_id").to_pylist(), dense_matrix(table)
+            self._dense = (self._encoder(record), doc_ids, matrix)
         return self._dense
 
     def _load_sparse(self) -> tuple[Any, Any]:
@@ -80,23 +191,39 @@ class Searcher:
             record = self.sparse_record
             if record is None:
                 raise SearchError("no sparse_index to search; materialize a sparse model's sparse_index")
-            from neuronforge.backends import load_encoder
-            from neuronforge.sparse_index import SparseIndex
+            from neuronforge.sparse_index import IndexFormatError, SparseIndex
 
-            self._sparse = (load_encoder(record.path_of("artifact_dir")), SparseIndex.load(record.path_of("index_dir")))
+            try:
+                index = SparseIndex.load(record.path_of("index_dir"))
+            except (IndexFormatError, OSError, ValueError, KeyError) as exc:
+                raise _rematerialize(record, f"the index {record['index_dir']}", exc) from exc
+            self._sparse = (self._encoder(record), index)
         return self._sparse
 
     def cores_needed(self) -> int:
         """NeuronCores the models searched here run on (a Neuron artifact's tensor_parallel_size; else 1 slot)."""
-        from neuronforge.artifacts import read_manifest
+        from neuronforge.artifacts import ManifestError, read_manifest
 
         needed = [1]
         for record in (self.dense_record, self.sparse_record):
             if record is not None:
-                manifest = read_manifest(record.path_of("artifact_dir"))
+                try:
+                    manifest = read_manifest(record.path_of("artifact_dir"))
+                except (ManifestError, OSError, ValueError):
+                    continue  # loading that model reports it, naming the asset to materialize
                 if manifest["backend"] == "neuron":
                     needed.append(int(manifest.get("options", {}).get("tensor_parallel_size", 1)))
         return max(needed)
+
+    def load(self, mode: str) -> None:
+        """Load what `mode` needs now (interactive mode: pay once, before the first prompt)."""
+        if mode in ("dense", "hybrid"):
+            self._load_dense()
+        if mode in ("sparse", "hybrid"):
+            self._load_sparse()
+        self.snippets()
+
+    # ------------------------------------------------------------------------------------------------------- search
 
     def dense(self, queries: Sequence[str], k: int = 10, query_ids: Sequence[str] | None = None) -> Run:
         encoder, doc_ids, matrix = self._load_dense()
@@ -110,27 +237,39 @@ class Searcher:
         return run_from_results(_ids(queries, query_ids), index.search_many(matrix, k))
 
     def hybrid(self, queries: Sequence[str], k: int = 10, query_ids: Sequence[str] | None = None) -> Run:
-        """Reciprocal rank fusion of the dense and sparse top-100s (ranks only: their scores are not comparable)."""
-        depth = max(k, 100)
+        """Reciprocal rank fusion of the dense and sparse top-100s (ranks only: their scores are not comparable),
+        with this Searcher's `fusion` k and weights."""
+        depth = max(k, FUSION_DEPTH)
         runs = [self.dense(queries, depth, query_ids), self.sparse(queries, depth, query_ids)]
-        return {qid: dict(list(hits.items())[:k]) for qid, hits in reciprocal_rank_fusion(runs, top=depth).items()}
+        weights = [
+            self.fusion.weight("dense", self.dense_record.name if self.dense_record else ""),
+            self.fusion.weight("sparse", self.sparse_record.name if self.sparse_record else ""),
+        ]
+        fused = reciprocal_rank_fusion(runs, k=self.fusion.k, top=depth, weights=weights)
+        return {qid: dict(list(hits.items())[:k]) for qid, hits in fused.items()}
 
-    def search(self, query: str, mode: str = "hybrid", k: int = 10) -> list[tuple[str, float, str]]:
+    def search_many(self, queries: Sequence[str], mode: str = "hybrid", k: int = 10) -> list[list[Hit]]:
+        """Top-k (doc id, score, snippet) for each query, encoded as one batch."""
         if mode not in MODES:
             raise SearchError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        run = getattr(self, mode)([query], k)
+        texts = [check_request(q, k) for q in queries]
+        if not texts:
+            return []
+        ids = [str(i) for i in range(len(texts))]
+        run = getattr(self, mode)(texts, k, ids)
         snippets = self.snippets()
-        return [(doc, score, snippets.get(doc, "")) for doc, score in run["0"].items()]
+        return [[(doc, score, snippets.get(doc, "")) for doc, score in run.get(qid, {}).items()] for qid in ids]
+
+    def search(self, query: str, mode: str = "hybrid", k: int = 10) -> list[Hit]:
+        return self.search_many([query], mode, k)[0]
 
     def snippets(self, width: int = 160) -> dict[str, str]:
         """First chunk text of each document, from whichever encoded shards exist."""
         if self._snippets is None:
-            from neuronforge.shards import read_shards
-
             record = self.dense_record or self.sparse_record
             if record is None:
                 raise SearchError("nothing to search: no corpus_embeddings or sparse_index has been materialized")
-            table = read_shards(record.path_of("dir"), ["doc_id", "chunk_index", "text"], record["shards"])
+            table = self._shards(record, ["doc_id", "chunk_index", "text"])
             self._snippets = {}
             columns = (table.column(c).to_pylist() for c in ("doc_id", "chunk_index", "text"))
             for doc, index, text in zip(*columns, strict=True):
@@ -139,36 +278,178 @@ class Searcher:
         return self._snippets
 
 
+def _shard_names(shards: Iterable[Any]) -> list[str]:
+    # A shard list entry is a file name, or a mapping that names it (with its checksum and row count).
+    return [s if isinstance(s, str) else str(s["name"]) for s in shards]
+
+
 def _ids(queries: Sequence[str], query_ids: Sequence[str] | None) -> list[str]:
     return list(query_ids) if query_ids is not None else [str(i) for i in range(len(queries))]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="neuronforge-search", description=__doc__.split("\n\n")[0])
-    parser.add_argument("query")
+# ---------------------------------------------------------------------------------------------------------- the CLI
+
+
+def _positive_k(value: str) -> int:
+    try:
+        k = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_K}, got {value!r}") from None
+    if not 1 <= k <= MAX_K:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_K}, got {k}")
+    return k
+
+
+def _hits_json(hits: list[Hit]) -> list[dict[str, Any]]:
+    return [{"id": d, "score": s, "snippet": t} for d, s, t in hits]
+
+
+def _print_table(hits: list[Hit], out: IO[str]) -> None:
+    if not hits:
+        print("   (no document matches)", file=out)
+    for rank, (doc, score, snippet) in enumerate(hits, 1):
+        print(f"{rank:>2}. {score:8.4f}  {doc}\n    {snippet}", file=out)
+
+
+def run_query_file(searcher: Searcher, stream: IO[str], mode: str, k: int, out: IO[str], err: IO[str]) -> int:
+    """One JSON object per non-blank input line: {"line", "query", "hits": [{"id", "score", "snippet"}]}."""
+    batch: list[tuple[int, str]] = []
+    lines = blank = answered = 0
+
+    def flush() -> None:
+        nonlocal answered
+        for (lineno, query), hits in zip(batch, searcher.search_many([q for _, q in batch], mode, k), strict=True):
+            out.write(json.dumps({"line": lineno, "query": query, "hits": _hits_json(hits)}, ensure_ascii=False) + "\n")
+        answered += len(batch)
+        batch.clear()
+
+    for lineno, line in enumerate(stream, 1):
+        lines = lineno
+        if not line.strip():
+            blank += 1
+            continue
+        batch.append((lineno, line.strip()))
+        if len(batch) >= BATCH:
+            flush()
+    if batch:
+        flush()
+    print(f"neuronforge-search: {answered} queries answered ({blank} blank lines skipped of {lines})", file=err)
+    return 0
+
+
+INTERACTIVE_HELP = "type a query; ':mode dense|sparse|hybrid', ':k N', ':quit' (or Ctrl-D)"
+
+
+def run_interactive(searcher: Searcher, stream: IO[str], mode: str, k: int, out: IO[str], err: IO[str]) -> int:
+    """Read queries until EOF or :quit; the models load once, before the first prompt."""
+    print(f"loading the {mode} models…", file=err)
+    searcher.load(mode)
+    print(INTERACTIVE_HELP, file=err)
+    while True:
+        err.write(f"[{mode} k={k}] query> ")
+        err.flush()
+        line = stream.readline()
+        if not line:
+            err.write("\n")
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text in (":q", ":quit", ":exit"):
+            return 0
+        try:
+            if text.startswith(":mode"):
+                new_mode = text.split(maxsplit=1)[1] if " " in text else ""
+                if new_mode not in MODES:
+                    raise SearchError(f"unknown mode {new_mode!r}; use one of {', '.join(MODES)}")
+                searcher.load(new_mode)
+                mode = new_mode
+            elif text.startswith(":k"):
+                value = text.split(maxsplit=1)[1] if " " in text else ""
+                try:
+                    k = _positive_k(value)
+                except argparse.ArgumentTypeError as exc:
+                    raise SearchError(f"k {exc}") from None
+            elif text.startswith(":"):
+                raise SearchError(f"unknown command {text!r}; {INTERACTIVE_HELP}")
+            else:
+                _print_table(searcher.search(text, mode, k), out)
+                out.flush()
+        except SearchError as exc:
+            print(f"neuronforge-search: {exc}", file=err)
+
+
+def _answer_file(searcher: Searcher, name: str, stdin: IO[str], mode: str, k: int) -> int:
+    if name == "-":
+        return run_query_file(searcher, stdin, mode, k, sys.stdout, sys.stderr)
+    path = Path(name)
+    if not path.is_file():
+        raise SearchError(f"--queries {path}: no such file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return run_query_file(searcher, fh, mode, k, sys.stdout, sys.stderr)
+    except UnicodeDecodeError as exc:
+        raise SearchError(f"--queries {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def _fusion_from_config() -> Fusion:
+    from neuronforge.corpus.config import CorpusConfigError, load_corpus_config
+
+    try:
+        config = load_corpus_config()
+    except CorpusConfigError as exc:
+        raise SearchError(f"cannot read the fusion settings: {exc}") from exc
+    return Fusion(k=config.rrf_k, weights=config.rrf_weights)
+
+
+def main(argv: Sequence[str] | None = None, stdin: IO[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="neuronforge-search",
+        description=__doc__.split("\n\n")[0],
+        epilog="Exit status: 0 found (or nothing matched), 2 bad request or nothing to search.",
+    )
+    parser.add_argument("query", nargs="?", help="one query (or use --queries / --interactive)")
+    inputs = parser.add_mutually_exclusive_group()
+    inputs.add_argument("--queries", metavar="FILE", help="one query per line ('-' = stdin); prints JSON lines")
+    inputs.add_argument("-i", "--interactive", action="store_true", help="prompt for queries; models load once")
     parser.add_argument("--mode", choices=MODES, default="hybrid")
-    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("-k", type=_positive_k, default=10, help=f"hits per query, 1 to {MAX_K} (default 10)")
     parser.add_argument("--dense-model", help="registry name (default: the first with embeddings)")
     parser.add_argument("--sparse-model", help="registry name (default: the first with an index)")
+    parser.add_argument("--rrf-k", type=int, help="hybrid: fusion constant (default: rrf_k in corpus.yaml)")
     parser.add_argument("--data-dir", type=Path, help="default: NEURONFORGE_HOME or ./.neuronforge")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
+    stdin = stdin or sys.stdin
+    if (args.query is not None) + bool(args.queries) + args.interactive != 1:
+        parser.error("give one query, --queries FILE or --interactive")
+    if args.rrf_k is not None and args.rrf_k < 0:
+        parser.error(f"--rrf-k must be >= 0, got {args.rrf_k}")
     from neuronforge.devices import CoreAllocator, CoreLeaseError
 
     try:
-        searcher = Searcher.current(args.data_dir, dense_model=args.dense_model, sparse_model=args.sparse_model)
+        query = check_request(args.query, args.k) if args.query is not None else None
+        fusion = _fusion_from_config() if args.mode == "hybrid" or args.interactive else Fusion()
+        if args.rrf_k is not None:
+            fusion = Fusion(k=args.rrf_k, weights=fusion.weights)
+        searcher = Searcher.current(
+            args.data_dir, dense_model=args.dense_model, sparse_model=args.sparse_model, mode=args.mode, fusion=fusion
+        )
         # Encoding the query runs the models here: lease their cores first (held until this process exits, as the
         # Neuron runtime holds them), so a pipeline step on the same host never gets a core this CLI's runtime has.
         with CoreAllocator().lease(searcher.cores_needed(), holder="neuronforge-search"):
-            hits = searcher.search(args.query, args.mode, args.k)
+            if args.interactive:
+                return run_interactive(searcher, stdin, args.mode, args.k, sys.stdout, sys.stderr)
+            if args.queries:
+                return _answer_file(searcher, args.queries, stdin, args.mode, args.k)
+            hits = searcher.search(query, args.mode, args.k)
     except (SearchError, CoreLeaseError) as exc:
         print(f"neuronforge-search: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps([{"id": d, "score": s, "snippet": t} for d, s, t in hits], indent=2))
+        print(json.dumps(_hits_json(hits), indent=2, ensure_ascii=False))
     else:
-        for rank, (doc, score, snippet) in enumerate(hits, 1):
-            print(f"{rank:>2}. {score:8.4f}  {doc}\n    {snippet}")
+        _print_table(hits, sys.stdout)
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import numpy as np
 import pytest
@@ -75,6 +77,64 @@ def test_search_cli(run, capsys):
         main(["parse a JSON document into Python objects", "--mode", "hybrid", "-k", "3", "--data-dir", str(root)]) == 0
     )
     assert "json" in capsys.readouterr().out.lower()
+
+
+def test_search_cli_refuses_empty_queries_and_bad_k(run, capsys):
+    # On real outputs an empty query used to return 3 arbitrary hits and -k 0 / -k -1 printed nothing with exit 0.
+    from neuronforge.search import main
+
+    root, _, _ = run
+    assert main(["", "--data-dir", str(root)]) == 2
+    assert "the query is empty" in capsys.readouterr().err
+    for k in ("0", "-1"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["json", "-k", k, "--data-dir", str(root)])
+        assert exit_.value.code == 2
+        assert "-k" in capsys.readouterr().err
+
+
+def test_search_cli_answers_a_query_file_as_json_lines(run, capsys, tmp_path):
+    from neuronforge.search import main
+
+    root, _, _ = run
+    queries = tmp_path / "queries.txt"
+    queries.write_text("parse a JSON document into Python objects\n\nsort a list in place\ncompress data with zlib\n")
+    assert main(["--queries", str(queries), "-k", "4", "--data-dir", str(root)]) == 0
+    captured = capsys.readouterr()
+    answers = [json.loads(line) for line in captured.out.splitlines()]
+    assert [(a["line"], a["query"]) for a in answers] == [
+        (1, "parse a JSON document into Python objects"),
+        (3, "sort a list in place"),
+        (4, "compress data with zlib"),
+    ]
+    assert all(len(a["hits"]) == 4 and {"id", "score", "snippet"} <= set(a["hits"][0]) for a in answers)
+    assert "json" in answers[0]["hits"][0]["id"].lower() + answers[0]["hits"][0]["snippet"].lower()
+    assert "3 queries answered (1 blank lines skipped of 4)" in captured.err
+
+
+def test_search_cli_interactive_mode_loads_the_models_once(run, capsys, monkeypatch):
+    import io
+
+    import neuronforge.backends
+    from neuronforge.search import main
+
+    root, _, _ = run
+    loads = []
+    real = neuronforge.backends.load_encoder
+
+    def counting(*args, **kwargs):
+        loads.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(neuronforge.backends, "load_encoder", counting)
+    stdin = io.StringIO(
+        "parse a JSON document\n\n:k 2\nsort a list in place\n:mode dense\nread a zip file\n:k 0\n:quit\n"
+    )
+    assert main(["--interactive", "--data-dir", str(root)], stdin=stdin) == 0
+    captured = capsys.readouterr()
+    assert len(loads) == 2  # the dense and the sparse encoder, once each, for three queries in two modes
+    assert captured.out.count(" 1. ") == 3 and " 3. " in captured.out  # k=10 first, then k=2
+    assert "k must be an integer from 1 to" in captured.err  # a bad :k is reported, the session goes on
 
 
 def test_second_run_reuses_everything(run, hub):
