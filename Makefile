@@ -8,7 +8,7 @@ export DAGSTER_HOME     ?= $(NEURONFORGE_HOME)/dagster
 export HF_HUB_DISABLE_XET = 1
 export HF_HUB_DISABLE_TELEMETRY = 1
 
-.PHONY: setup run test test-fast lint ui hub bench bench-peers clean
+.PHONY: setup run test test-fast lint ui hub bench bench-peers gc clean
 
 setup: $(VENV)/.installed
 
@@ -61,6 +61,11 @@ bench-peers: .venv-peers/.installed
 	.venv-peers/bin/python -m pip install -q --disable-pip-version-check -r bench/requirements-peers.txt
 	.venv-peers/bin/python -m pip install -q --disable-pip-version-check --no-deps splade-index==0.2.0
 	touch $@
+
+# Old shards, index folders and records no current record needs (e.g. of a corpus you switched away from):
+# a dry run listing them; `make gc ARGS=--delete` removes them.
+gc: setup
+	$(VENV)/bin/neuronforge-gc $(ARGS)
 
 clean:
 	rm -rf $(NEURONFORGE_HOME)
