@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from neuronforge.builtins import BUILTIN_SOURCES, builtin_model_dir
+from neuronforge.builtins import BUILTIN_SOURCES, SourceError, builtin_model_dir
 from neuronforge.paths import REPO_ROOT
 
 DEFAULT_REGISTRY = REPO_ROOT / "models.yaml"
@@ -27,7 +27,7 @@ TARGETS = ("inf2", "trn1", "trn2")
 QUANTIZE = ("none", "int8")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # must be a valid Dagster asset-key part
 
-REQUIRED = ("name", "kind", "source", "batch_size", "sequence_length")
+REQUIRED = ("name", "kind", "source", "batch_size")  # and sequence_length, except for built-in dense models
 KNOWN_FIELDS = {
     "name",
     "kind",
@@ -181,6 +181,9 @@ def parse_entry(path: Path, raw: Any, defaults: dict[str, Any], index: int) -> M
     backend = _choice(path, model, "backend", entry.get("backend", "auto"), BACKENDS)
     if quantize != "none" and (kind == "chat" or backend in ("torch", "neuron")):
         raise _fail(path, model, "quantize", "int8 applies to the onnx backend of dense/sparse models only")
+    sequence_length = entry.get("sequence_length")
+    if sequence_length in (None, ""):
+        sequence_length = _default_sequence_length(path, model, kind, scheme, ident)
     trust = entry.get("trust_remote_code", False)
     if not isinstance(trust, bool):
         raise _fail(path, model, "trust_remote_code", f"must be true or false, got {trust!r}")
@@ -200,7 +203,7 @@ def parse_entry(path: Path, raw: Any, defaults: dict[str, Any], index: int) -> M
         revision=str(revision) if revision else None,
         base_model=base_model,
         batch_size=_as_int(path, model, "batch_size", entry["batch_size"]),
-        sequence_length=_as_int(path, model, "sequence_length", entry["sequence_length"], minimum=8),
+        sequence_length=_as_int(path, model, "sequence_length", sequence_length, minimum=8),
         auto_cast=_choice(path, model, "auto_cast", entry.get("auto_cast", "matmul"), AUTO_CAST),
         auto_cast_type=_choice(path, model, "auto_cast_type", entry.get("auto_cast_type", "bf16"), AUTO_CAST_TYPES),
         tensor_parallel_size=tp,
@@ -212,6 +215,44 @@ def parse_entry(path: Path, raw: Any, defaults: dict[str, Any], index: int) -> M
         trust_remote_code=trust,
         publish_unverified=unverified,
         description=str(entry.get("description", "")),
+    )
+
+
+def model_sequence_length(model_dir: Path) -> int | None:
+    """The sequence length a sentence-transformers model was trained and is evaluated at (`max_seq_length` in its
+    sentence_bert_config.json), capped by its position embeddings; None when it declares none."""
+    config = Path(model_dir) / "sentence_bert_config.json"
+    if not config.is_file():
+        return None
+    declared = json.loads(config.read_text()).get("max_seq_length")
+    if isinstance(declared, bool) or not isinstance(declared, int) or declared < 8:
+        return None
+    positions_file = Path(model_dir) / "config.json"
+    positions = max_positions(json.loads(positions_file.read_text())) if positions_file.is_file() else None
+    return min(declared, positions) if positions else declared
+
+
+def _default_sequence_length(path: Path, model: str, kind: str, scheme: str, ident: str) -> int:
+    # A shorter static length truncates documents the model was trained to read whole: all-MiniLM-L6-v2 at 128
+    # instead of its own 256 loses ~0.009 nDCG@10 on a BEIR set (issue #14). So a dense model defaults to its own.
+    if kind == "dense" and scheme == "builtin":
+        try:
+            length = model_sequence_length(builtin_model_dir(ident))
+        except SourceError as exc:
+            raise _fail(path, model, "sequence_length", f"cannot read the model's own max_seq_length: {exc}") from exc
+        if length is not None:
+            return length
+    why = (
+        "a Hub model's max_seq_length is known only once it is downloaded, and the registry loads before that"
+        if kind == "dense" and scheme == "hub"
+        else f"only built-in dense models default to their own max_seq_length; a {kind} model states its length"
+    )
+    raise _fail(
+        path,
+        model,
+        "sequence_length",
+        f"is missing; {why}. Set it (for a sentence-transformers model, its sentence_bert_config.json "
+        "max_seq_length, e.g. 256 for all-MiniLM-L6-v2)",
     )
 
 

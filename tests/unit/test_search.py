@@ -168,3 +168,5 @@ def test_hybrid_fusion_uses_the_configured_weights():
     assert Fusion(k=10, weights={"dense": 2.0, "mini_sparse": 0.5}).weight("sparse", "mini_sparse") == 0.5
     assert Fusion(weights={"dense": 2.0}).weight("dense", "any") == 2.0
     assert Fusion(weights={}).weight("sparse", "x") == 1.0
+    # The default is corpus.yaml's measured one (docs/retrieval_defaults.md).
+    assert (Fusion().k, Fusion().weight("dense", "x"), Fusion().weight("sparse", "x")) == (10, 0.6, 0.4)
