@@ -139,7 +139,7 @@ def test_a_truncated_shard_names_the_asset(tmp_path, capsys):
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
 def test_a_damaged_index_file_names_the_asset(tmp_path, capsys, damage):
     root = built(tmp_path)
-    array = root / "stages" / "sparse_index" / "mini_sparse" / "index-i1" / "postings_rows.npy"
+    array = root / "stages" / "sparse_index" / "mini_sparse" / "index-i1" / "postings_weights.npy"
     if damage == "truncate":
         array.write_bytes(array.read_bytes()[:20])
     else:
