@@ -8,7 +8,7 @@ export DAGSTER_HOME     ?= $(NEURONFORGE_HOME)/dagster
 export HF_HUB_DISABLE_XET = 1
 export HF_HUB_DISABLE_TELEMETRY = 1
 
-.PHONY: setup run test test-fast lint ui hub bench bench-peers gc clean
+.PHONY: setup run test test-fast lint ui hub hub-stop bench bench-peers gc clean
 
 setup: $(VENV)/.installed
 
@@ -46,8 +46,13 @@ test-fast: setup $(DAGSTER_HOME)/dagster.yaml
 ui: setup $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1
 
+# The embedded Hub, detached, on its stable port (NEURONFORGE_HUB_PORT, default 8742): `make run` publishes there and
+# reuses it; repo pages at http://127.0.0.1:8742/<org>/<repo>. `make hub-stop` stops it.
 hub: setup
-	$(VENV)/bin/neuronforge-hub --data-dir $(NEURONFORGE_HOME)/hub
+	$(VENV)/bin/neuronforge-hub --detach --data-dir $(NEURONFORGE_HOME)/hub
+
+hub-stop: setup
+	$(VENV)/bin/neuronforge-hub --stop --data-dir $(NEURONFORGE_HOME)/hub
 
 bench: setup
 	$(PY) -m bench

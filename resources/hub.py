@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field, field_validator
 
+from neuronforge.hub.daemon import TOKEN_ENV as EMBEDDED_TOKEN_ENV
 from neuronforge.publish import (
     DEFAULT_BACKOFF_S,
     DEFAULT_MAX_RETRIES,
@@ -39,9 +40,14 @@ class HubResource(dg.ConfigurableResource):
     endpoint: str | None = Field(
         default=None, description="Hub URL, e.g. https://huggingface.co; unset: the embedded loopback hub."
     )
-    # Unset → read HF_TOKEN at call time. dg.EnvVar("HF_TOKEN") would fail every run where the variable is unset,
+    # Unset → read the variable at call time. dg.EnvVar("HF_TOKEN") would fail every run where the variable is unset,
     # including the zero-config embedded hub, which needs no token.
-    token: str | None = Field(default=None, repr=False, description="Write token; unset: the HF_TOKEN variable.")
+    token: str | None = Field(
+        default=None,
+        repr=False,
+        description=f"Write token; unset: {EMBEDDED_TOKEN_ENV} for the embedded hub (the token it was started with), "
+        f"else the {TOKEN_ENV} variable.",
+    )
     organization: str = Field(
         default=DEFAULT_ORGANIZATION, description="Namespace (user or organization) of the repos."
     )
@@ -75,10 +81,12 @@ class HubResource(dg.ConfigurableResource):
         return check_non_negative(value)
 
     def publisher(self) -> Publisher:
-        """The library publisher for this configuration, with the token resolved now (config, else HF_TOKEN)."""
+        """The library publisher for this configuration, with the token resolved now: the configured one, else (for
+        the embedded hub) NEURONFORGE_HUB_TOKEN, which the embedded server itself requires when set, else HF_TOKEN."""
+        embedded = os.environ.get(EMBEDDED_TOKEN_ENV) if self.endpoint is None else None
         return Publisher(
             endpoint=self.endpoint,
-            token=self.token or os.environ.get(TOKEN_ENV) or None,
+            token=self.token or embedded or os.environ.get(TOKEN_ENV) or None,
             organization=self.organization,
             private=self.private,
             repo_template=self.repo_template,

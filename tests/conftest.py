@@ -18,6 +18,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("HF_HUB_OFFLINE", None)  # it would also block the loopback Hub
     os.environ.pop("HF_TOKEN", None)
     os.environ.pop("NEURONFORGE_CORPUS", None)  # a developer's own corpus must not leak into the tests' pipelines
+    # The embedded hub's stable port is for users; tests start many hubs over tmp data dirs, each on a free port.
+    os.environ["NEURONFORGE_HUB_PORT"] = "0"
+    os.environ.pop("NEURONFORGE_HUB_TOKEN", None)
 
 
 @pytest.fixture(scope="session")

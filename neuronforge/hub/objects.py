@@ -41,7 +41,9 @@ class Entry:
 
 def git_blob_oid(data: bytes) -> str:
     """The git object id of a blob, which is what the Hub reports as a regular file's oid/ETag."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    digest = hashlib.sha1(b"blob %d\0" % len(data))
+    digest.update(data)  # not header + data: that would copy the file once more
+    return digest.hexdigest()
 
 
 def lfs_pointer(sha256: str, size: int) -> bytes:

@@ -12,34 +12,36 @@ download:
     POST /api/models/{repo}/preupload/{rev}            POST /api/models/{repo}/commit/{branch}
     POST /{repo}.git/info/lfs/objects/batch|verify     PUT  /{repo}.git/info/lfs/objects/upload/{oid}/{size}?sig=
     GET|HEAD /{repo}/resolve/{rev}/{path}              (ETag, X-Repo-Commit, X-Linked-Size/Etag, Range → 206)
+    GET  /{repo}   /{repo}/tree/{rev}   /{repo}/commit/{sha}   the repo's web page (card, files, commits, tags)
+    GET  /                                             the index page (every repo the caller may see)
 
 Where each is handled: routes_repos (account, repos, model info), routes_files (tree, paths-info, refs, commits,
-resolve), routes_commits (branch, tag, preupload, commit), routes_lfs (LFS batch, upload, verify).
+resolve), routes_commits (branch, tag, preupload, commit), routes_lfs (LFS batch, upload, verify), routes_page (pages).
 """
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlsplit
 
 from neuronforge.hub.handler import SERVER_NAME
 from neuronforge.hub.routes_commits import CommitRoutes
 from neuronforge.hub.routes_files import FileRoutes
 from neuronforge.hub.routes_lfs import LfsRoutes
+from neuronforge.hub.routes_page import PageRoutes
 from neuronforge.hub.routes_repos import RepoRoutes
 from neuronforge.hub.validation import HubError, show, validate_repo_id
 
 
-class Handler(RepoRoutes, FileRoutes, CommitRoutes, LfsRoutes):
+class Handler(RepoRoutes, FileRoutes, CommitRoutes, LfsRoutes, PageRoutes):
     """One request: `BaseHandler` parses it, `_route` picks the route mixin's method that answers it."""
 
     def _route(self, method: str, seg: list[str]) -> None:
         if seg[:1] == ["api"]:
             rest = seg[1:]
             if rest == ["health"] and method in ("GET", "HEAD"):
-                return self._send_json(
-                    {"status": "ok", "server": SERVER_NAME, "data_dir": str(self.store.root), "pid": os.getpid()}
-                )
+                # Anonymous: no data dir, no pid. `server_alive` recognises its server by the random instance id,
+                # which only the state file in the data dir also holds.
+                return self._send_json({"status": "ok", "server": SERVER_NAME, "instance": self.hub.instance_id})
             if rest == ["whoami-v2"] and method == "GET":
                 return self._whoami()
             if rest == ["repos", "create"] and method == "POST":
@@ -56,6 +58,12 @@ class Handler(RepoRoutes, FileRoutes, CommitRoutes, LfsRoutes):
             return self._route_lfs(method, f"{seg[0]}/{seg[1][:-4]}", seg[5:])
         elif len(seg) >= 5 and seg[2] == "resolve" and method in ("GET", "HEAD"):
             return self._resolve(f"{seg[0]}/{seg[1]}", seg[3], "/".join(seg[4:]))
+        elif method in ("GET", "HEAD") and seg in ([""], []):
+            return self._index_page()
+        elif method in ("GET", "HEAD") and (len(seg) == 2 or (len(seg) == 3 and seg[2] == "")):
+            return self._repo_page(f"{seg[0]}/{seg[1]}", None)
+        elif method in ("GET", "HEAD") and len(seg) >= 4 and seg[2] in ("tree", "commit") and seg[3]:
+            return self._repo_page(f"{seg[0]}/{seg[1]}", "/".join(seg[3:]))
         raise HubError(404, f"No such endpoint: {method} {show(urlsplit(self.path).path)}.")
 
     def _route_repo_api(self, method: str, repo_id: str, rest: list[str]) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 from typing import Any
 
-from neuronforge.hub.handler import DEFAULT_USER, BaseHandler, bool_param
+from neuronforge.hub.handler import DEFAULT_USER, BaseHandler, bool_param, parse_json
+from neuronforge.hub.objects import Entry
 from neuronforge.hub.validation import SHA256_RE, HubError, show, validate_path_in_repo, validate_revision
 
 
@@ -22,6 +22,8 @@ class CommitRoutes(BaseHandler):
             return self._send_json({})
         body = self._read_json() or {}
         start = body.get("startingPoint") if isinstance(body, dict) else None
+        if start is not None and not isinstance(start, str):
+            raise HubError(400, "'startingPoint' must be a branch, tag or commit sha (a string).")
         sha = self.store.resolve(repo_id, start or "main")
         self.store.set_ref(repo_id, "branches", branch, sha, create_only=True)
         self._send_json({})
@@ -75,14 +77,15 @@ class CommitRoutes(BaseHandler):
         self._reject_pr()
         self.store.repo_meta(repo_id)
         validate_revision(branch)
-        lines = [line for line in self._read_body().splitlines() if line.strip()]
-        try:
-            items = [json.loads(line) for line in lines]
-        except ValueError:
-            raise HubError(400, "Commit payload must be NDJSON (one JSON object per line).") from None
-        if not items or not isinstance(items[0], dict) or items[0].get("key") != "header":
-            raise HubError(400, "Commit payload must start with a 'header' line.")
-        header = items[0].get("value")
+        # Streamed: each line is parsed, and a file's content decoded and stored, as it arrives, so memory holds one
+        # line (at most one regular file, which is capped at the LFS threshold), not the whole body three times over.
+        max_line = 2 * self.store.lfs_threshold + (1 << 20)  # base64 (4/3) or JSON-escaped utf-8, plus the keys
+        lines = self._iter_lines(self.hub.max_json_bytes, "--max-json-bytes", max_line)
+        first = next((line for line in lines if line.strip()), None)
+        item = parse_json(first, "A commit line") if first is not None else None
+        if not isinstance(item, dict) or item.get("key") != "header":
+            raise HubError(400, "Commit payload must be NDJSON (one JSON object per line) starting with a 'header'.")
+        header = item.get("value")
         if not isinstance(header, dict):
             raise HubError(400, "The commit 'header' line needs a 'value' object.")
         title = header.get("summary")
@@ -91,11 +94,20 @@ class CommitRoutes(BaseHandler):
         parent = header.get("parentCommit")
         if parent is not None and not (isinstance(parent, str) and re.fullmatch(r"[0-9a-f]{7,40}", parent)):
             raise HubError(400, "'parentCommit' must be a hex commit sha.")
-        files: list[tuple[str, bytes]] = []
+        files: list[tuple[str, Entry]] = []
         lfs_files: list[tuple[str, str, int | None]] = []
         deleted_files: list[str] = []
         deleted_folders: list[str] = []
-        for item in items[1:]:
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                text = line.decode()
+            except UnicodeDecodeError:
+                raise HubError(400, "Commit payload must be UTF-8 NDJSON.") from None
+            del line  # the text replaces it: one copy of the line while it is parsed
+            item = parse_json(text, "A commit line")
+            del text
             value = item.get("value") if isinstance(item, dict) else None
             if not isinstance(value, dict) or not isinstance(value.get("path"), str):
                 raise HubError(400, "Each commit operation needs a 'value' object with a 'path'.")
@@ -113,7 +125,9 @@ class CommitRoutes(BaseHandler):
                     data = base64.b64decode(content, validate=True) if encoding == "base64" else content.encode()
                 except ValueError:
                     raise HubError(400, f"File {path}: content is not valid base64.") from None
-                files.append((path, data))
+                del content, item, value  # one copy of the file at a time
+                files.append((path, self.store.stage_file(repo_id, data)))
+                del data
             elif key == "lfsFile":
                 oid, size = value.get("oid"), value.get("size")
                 if value.get("algo", "sha256") != "sha256" or not isinstance(oid, str) or not SHA256_RE.fullmatch(oid):

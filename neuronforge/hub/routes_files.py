@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from neuronforge.hub.handler import BaseHandler, bool_param
-from neuronforge.hub.objects import Entry, lfs_pointer, tree_folders
+from neuronforge.hub.handler import BaseHandler, bool_param, parse_json
+from neuronforge.hub.listing import file_item, folder_item, folder_oids, last_changes, tree_items
+from neuronforge.hub.objects import Entry
 from neuronforge.hub.validation import HubError, show, validate_path_in_repo, validate_repo_id
 
 PAGE_SIZE = 1000
@@ -18,14 +17,20 @@ PAGE_SIZE = 1000
 class FileRoutes(BaseHandler):
     """The handlers of tree, paths-info, refs, commits (history) and resolve."""
 
-    def _paginate(self, items: list[Any], default_limit: int = PAGE_SIZE) -> None:
-        """Send one page of `items`, with a GitHub-style Link header to the next (what huggingface_hub follows)."""
+    def _paginate(
+        self, items: list[Any], default_limit: int = PAGE_SIZE, expand_at: tuple[str, str] | None = None
+    ) -> None:
+        """Send one page of `items`, with a GitHub-style Link header to the next (what huggingface_hub follows).
+
+        With `expand_at` (repo id, commit sha), only the page's items get their lastCommit (from the cache)."""
         try:
             limit = max(1, min(int((self.query.get("limit") or [default_limit])[-1]), PAGE_SIZE))
             start = max(0, int((self.query.get("cursor") or ["0"])[-1]))
         except ValueError:
             raise HubError(400, "'limit' and 'cursor' must be integers.") from None
         page = items[start : start + limit]
+        if expand_at is not None:
+            page = self._with_last_commit(*expand_at, page)
         headers = {}
         if start + limit < len(items):
             query = {k: v[-1] for k, v in self.query.items() if k != "cursor"}
@@ -33,57 +38,46 @@ class FileRoutes(BaseHandler):
             headers["Link"] = f'<{self.hub.url}{urlsplit(self.path).path}?{urlencode(query)}>; rel="next"'
         self._send_json(page, headers=headers)
 
+    def _snapshot(self, repo_id: str, sha: str) -> tuple[dict[str, Entry], dict[str, str]]:
+        """A commit's tree and the ids of its folders, computed once per commit."""
+
+        def compute() -> tuple[dict[str, Entry], dict[str, str]]:
+            tree = self.store.tree(repo_id, sha)
+            return tree, folder_oids({path: entry.oid for path, entry in tree.items()})
+
+        return self.hub.listings.get((repo_id, sha, "snapshot"), compute)
+
     def _with_last_commit(self, repo_id: str, sha: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """expand=True: the commit that last changed each path (walks history; fine for our small repos)."""
-        history = self.store.history(repo_id, sha)
-        trees = [{p: Entry.from_json(raw) for p, raw in c["tree"].items()} for c in history]
+        """expand=True: the commit that last changed each path, from one walk over the history per commit sha."""
 
-        def state(tree: dict[str, Entry], item: dict[str, Any]) -> Any:
-            path = item["path"]
-            if item["type"] == "file":
-                return tree.get(path)
-            return _dir_oid(tree, path) if any(p.startswith(path + "/") for p in tree) else None
+        def compute() -> dict[str, dict[str, str]]:
+            return last_changes(self.store.iter_history(repo_id, sha))
 
-        for item in items:
-            target = state(trees[0], item)
-            last = history[0]
-            for commit, tree in zip(history[1:], trees[1:], strict=True):
-                if state(tree, item) != target:
-                    break
-                last = commit
-            item["lastCommit"] = {"id": last["id"], "title": last["title"], "date": last["date"]}
-        return items
+        changes = self.hub.listings.get((repo_id, sha, "last_changes"), compute)
+        return [{**item, "lastCommit": changes[item["path"]]} for item in items]  # cached items stay unchanged
 
     def _tree(self, repo_id: str, revision: str, folder: str) -> None:
         self._authorize_read(repo_id)
         sha = self.store.resolve(repo_id, revision)
-        tree = self.store.tree(repo_id, sha)
-        folders = tree_folders(tree)
         if folder:
             validate_path_in_repo(folder)
-            if folder not in folders:
-                raise HubError(404, f"Folder {show(folder)} not found at {revision}.", code="EntryNotFound")
-        prefix = f"{folder}/" if folder else ""
         recursive = bool_param(self.query.get("recursive"))
 
-        def wanted(path: str) -> bool:
-            return path.startswith(prefix) and (recursive or "/" not in path[len(prefix) :])
+        def compute() -> list[dict[str, Any]]:
+            tree, folders = self._snapshot(repo_id, sha)
+            if folder and folder not in folders:
+                raise HubError(404, f"Folder {show(folder)} not found at {revision}.", code="EntryNotFound")
+            return tree_items(tree, folders, folder, recursive)
 
-        items = [_folder_item(p, tree) for p in sorted(folders) if wanted(p)]
-        items += [_file_item(p, e) for p, e in sorted(tree.items()) if wanted(p)]
+        items = self.hub.listings.get((repo_id, sha, "tree", folder, recursive), compute)
         expand = bool_param(self.query.get("expand"))
-        if expand:
-            items = self._with_last_commit(repo_id, sha, items)
-        self._paginate(items, 50 if expand else PAGE_SIZE)
+        self._paginate(items, 50 if expand else PAGE_SIZE, expand_at=(repo_id, sha) if expand else None)
 
     def _paths_info(self, repo_id: str, revision: str) -> None:
         self._authorize_read(repo_id)
         raw = self._read_body()
         if (self.headers.get("Content-Type") or "").startswith("application/json"):
-            try:
-                body = json.loads(raw or b"{}")
-            except ValueError:
-                raise HubError(400, "Request body is not valid JSON.") from None
+            body = parse_json(raw or b"{}")
             if not isinstance(body, dict):
                 raise HubError(400, "Expected a JSON object with 'paths'.")
             paths, expand = body.get("paths") or [], bool(body.get("expand"))
@@ -93,15 +87,14 @@ class FileRoutes(BaseHandler):
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise HubError(400, "'paths' must be a list of strings.")
         sha = self.store.resolve(repo_id, revision)
-        tree = self.store.tree(repo_id, sha)
-        folders = tree_folders(tree)
+        tree, folders = self._snapshot(repo_id, sha)
         items = []
         for path in paths:
             validate_path_in_repo(path)
             if path in tree:
-                items.append(_file_item(path, tree[path]))
+                items.append(file_item(path, tree[path]))
             elif path in folders:
-                items.append(_folder_item(path, tree))
+                items.append(folder_item(path, folders[path]))
         if expand:
             items = self._with_last_commit(repo_id, sha, items)
         self._send_json(items)
@@ -186,27 +179,6 @@ class FileRoutes(BaseHandler):
                     raise OSError(f"blob {entry.sha256} is shorter than its recorded size")
                 self.wfile.write(chunk)
                 remaining -= len(chunk)
-
-
-def _dir_oid(tree: dict[str, Entry], folder: str) -> str:
-    prefix = folder + "/"
-    listing = sorted((p, e.oid) for p, e in tree.items() if p.startswith(prefix))
-    return hashlib.sha1(json.dumps(listing).encode()).hexdigest()
-
-
-def _file_item(path: str, entry: Entry) -> dict[str, Any]:
-    item: dict[str, Any] = {"type": "file", "oid": entry.oid, "size": entry.size, "path": path}
-    if entry.lfs:
-        item["lfs"] = {
-            "oid": entry.sha256,
-            "size": entry.size,
-            "pointerSize": len(lfs_pointer(entry.sha256, entry.size)),
-        }
-    return item
-
-
-def _folder_item(path: str, tree: dict[str, Entry]) -> dict[str, Any]:
-    return {"type": "directory", "oid": _dir_oid(tree, path), "size": 0, "path": path}
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:

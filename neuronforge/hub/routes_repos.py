@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
+from neuronforge.hub.card import CardError, card_tags, front_matter
 from neuronforge.hub.handler import DEFAULT_USER, BaseHandler, bool_param
 from neuronforge.hub.objects import Entry, lfs_pointer
 from neuronforge.hub.validation import HubError, validate_repo_id
@@ -59,8 +59,8 @@ class RepoRoutes(BaseHandler):
         if not isinstance(content, str):
             raise HubError(400, "Expected a JSON object with 'content'.")
         try:
-            _front_matter(content.encode())
-        except Exception as exc:
+            front_matter(content.encode("utf-8", "replace"))
+        except CardError as exc:
             # huggingface_hub turns `errors` into "Invalid metadata in README.md" before uploading anything.
             message = " ".join(f"Invalid YAML metadata in the model card: {exc}".split())
             return self._send_json(
@@ -85,9 +85,11 @@ class RepoRoutes(BaseHandler):
             siblings.append(sibling)
         card: dict[str, Any] | None = None
         if "README.md" in tree:
-            with contextlib.suppress(Exception):  # a broken card must not break model_info
-                card = _front_matter(self.store.blob_path(repo_id, tree["README.md"].sha256).read_bytes())
-        tags = list(dict.fromkeys([t for t in (card or {}).get("tags") or [] if isinstance(t, str)]))
+            try:
+                card = front_matter(self.store.blob_path(repo_id, tree["README.md"].sha256).read_bytes())
+            except CardError:
+                card = None  # a broken card must not break model_info (and with it every download)
+        tags = card_tags(card)
         payload: dict[str, Any] = {
             "_id": repo_id,
             "id": repo_id,
@@ -110,19 +112,3 @@ class RepoRoutes(BaseHandler):
                 if isinstance(card.get(key), str):
                     payload[key] = card[key]
         self._send_json(payload)
-
-
-def _front_matter(readme: bytes) -> dict[str, Any] | None:
-    """The YAML metadata block of a model card, or None when absent."""
-    text = readme.decode("utf-8", "replace").replace("\r\n", "\n")
-    if not text.startswith("---\n"):
-        return None
-    end = text.find("\n---", 4)
-    if end < 0:
-        raise ValueError("the metadata block opened with '---' is never closed")
-    import yaml  # a project dependency already (huggingface_hub needs it); imported lazily to keep startup light
-
-    data = yaml.safe_load(text[4:end]) or {}
-    if not isinstance(data, dict):
-        raise ValueError("the metadata block must be a YAML mapping")
-    return data

@@ -9,6 +9,7 @@ Only model repos exist here. The layout:
 
 A commit writes its blobs, then its commit object, then replaces refs.json atomically: a crash at any point leaves the
 previous revision (and every tag) exactly as it was; at worst an unreferenced blob or commit object is left behind.
+Uploads and repo creations are staged in tmp/, which a server cleans when it starts alone (`clean_tmp`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,15 @@ from neuronforge.hub.objects import (
     matches_lfs,
     tree_folders,
 )
-from neuronforge.hub.validation import SHA1_RE, SHA256_RE, HubError, show, validate_repo_id, validate_revision
+from neuronforge.hub.validation import (
+    SHA1_RE,
+    SHA256_RE,
+    SHORT_SHA_RE,
+    HubError,
+    show,
+    validate_repo_id,
+    validate_revision,
+)
 from neuronforge.locks import file_lock
 
 
@@ -55,6 +64,18 @@ class HubStore:
         self.lfs_threshold = lfs_threshold
         for sub in ("repos", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def clean_tmp(self) -> int:
+        """Remove everything staged in tmp/ (partial uploads of a killed server); only safe with no server running.
+        Returns how many entries were removed."""
+        removed = 0
+        for entry in (self.root / "tmp").iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     # -- paths ---------------------------------------------------------------------------------------------------------
 
@@ -91,6 +112,16 @@ class HubStore:
 
     def repo_exists(self, repo_id: str) -> bool:
         return (self.repo_dir(repo_id) / "repo.json").is_file()
+
+    def list_repos(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every repo as (repo id, repo.json), sorted by id."""
+        found = []
+        for meta_file in sorted((self.root / "repos").glob("*/*/repo.json")):
+            with contextlib.suppress(OSError, ValueError):  # a repo being deleted right now
+                found.append(
+                    (f"{meta_file.parent.parent.name}/{meta_file.parent.name}", json.loads(meta_file.read_text()))
+                )
+        return found
 
     def repo_meta(self, repo_id: str) -> dict[str, Any]:
         path = self.repo_dir(repo_id) / "repo.json"
@@ -148,7 +179,8 @@ class HubStore:
         write_json_atomic(self._commit_path(repo_id, commit["id"]), commit)
 
     def resolve(self, repo_id: str, revision: str) -> str:
-        """Branch, tag or full commit sha → commit sha (404 RevisionNotFound otherwise)."""
+        """Branch, tag, commit sha or a unique prefix of one (7+ hex digits, as git and the Hub accept) → commit sha
+        (404 RevisionNotFound otherwise)."""
         refs = self.refs(repo_id)
         validate_revision(revision)
         if revision in refs["branches"]:
@@ -157,6 +189,14 @@ class HubStore:
             return refs["tags"][revision]
         if SHA1_RE.fullmatch(revision) and self._commit_path(repo_id, revision).is_file():
             return revision
+        if SHORT_SHA_RE.fullmatch(revision):
+            found = sorted(p.stem for p in (self.repo_dir(repo_id) / "commits").glob(f"{revision}*.json"))
+            if len(found) == 1:
+                return found[0]
+            if found:
+                raise HubError(
+                    400, f"Revision {revision} is ambiguous in {repo_id} ({len(found)} commits): use more digits."
+                )
         raise HubError(404, f"Revision {show(revision)} not found in {repo_id}.", code="RevisionNotFound")
 
     def commit(self, repo_id: str, sha: str) -> dict[str, Any]:
@@ -168,14 +208,16 @@ class HubStore:
     def tree(self, repo_id: str, sha: str) -> dict[str, Entry]:
         return {path: Entry.from_json(raw) for path, raw in self.commit(repo_id, sha)["tree"].items()}
 
-    def history(self, repo_id: str, sha: str) -> list[dict[str, Any]]:
-        commits = []
+    def iter_history(self, repo_id: str, sha: str) -> Iterator[dict[str, Any]]:
+        """The commits from `sha` back to the root, read one at a time (a caller may stop early)."""
         current: str | None = sha
         while current is not None:
             commit = self.commit(repo_id, current)
-            commits.append(commit)
+            yield commit
             current = commit["parent"]
-        return commits
+
+    def history(self, repo_id: str, sha: str) -> list[dict[str, Any]]:
+        return list(self.iter_history(repo_id, sha))
 
     @staticmethod
     def _make_commit(
@@ -221,6 +263,17 @@ class HubStore:
         if not self.has_blob(repo_id, sha256, len(data)):
             self._write_blob(repo_id, sha256, data)
         return sha256
+
+    def stage_file(self, repo_id: str, data: bytes) -> Entry:
+        """Store a regular file's content before its commit (a streamed commit then holds one file at a time).
+        A commit that fails afterwards leaves at most an unreferenced, content-addressed blob."""
+        if len(data) > self.lfs_threshold:
+            raise HubError(
+                413,
+                f"A regular (non-LFS) file is {len(data)} bytes; this hub takes at most {self.lfs_threshold} outside "
+                "LFS: upload it through LFS (preupload answers uploadMode 'lfs' for it).",
+            )
+        return Entry(self.put_blob_bytes(repo_id, data), len(data), False, git_blob_oid(data))
 
     def _write_blob(self, repo_id: str, sha256: str, data: bytes) -> None:
         write_bytes_atomic(self._blob_path(repo_id, sha256), data)
@@ -277,12 +330,14 @@ class HubStore:
         message: str,
         author: str,
         parent_commit: str | None,
-        files: list[tuple[str, bytes]],
+        files: list[tuple[str, Entry]],
         lfs_files: list[tuple[str, str, int | None]],
         deleted_files: list[str],
         deleted_folders: list[str],
     ) -> str:
-        """Apply operations on top of `branch` and move it to the new commit; returns the commit sha."""
+        """Apply operations on top of `branch` and move it to the new commit; returns the commit sha.
+
+        `files` are regular files already stored with `stage_file`; `lfs_files` name uploaded LFS objects."""
         with self.lock(repo_id):
             refs = self.refs(repo_id)
             if branch not in refs["branches"]:
@@ -322,9 +377,10 @@ class HubStore:
                         "upload it through the LFS batch API before committing.",
                     )
                 tree[path] = Entry(oid, size, True, git_blob_oid(lfs_pointer(oid, size)))
-            for path, data in files:
-                sha256 = self.put_blob_bytes(repo_id, data)
-                tree[path] = Entry(sha256, len(data), False, git_blob_oid(data))
+            for path, entry in files:  # staged already (stage_file)
+                if not self.has_blob(repo_id, entry.sha256, entry.size):
+                    raise HubError(409, f"{path}: its content vanished before the commit; send the commit again.")
+                tree[path] = entry
             clashes = sorted(tree_folders(tree) & set(tree))
             if clashes:  # git trees cannot hold a file and a folder under one name (downloads would collide)
                 raise HubError(400, f"{clashes[0]} would be both a file and a folder; delete one of them first.")

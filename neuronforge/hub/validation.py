@@ -8,6 +8,7 @@ import re
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 _REV_SEGMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 SHA1_RE = re.compile(r"[0-9a-f]{40}")
+SHORT_SHA_RE = re.compile(r"[0-9a-f]{7,39}")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 

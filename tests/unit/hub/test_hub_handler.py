@@ -28,8 +28,14 @@ def test_token_required_for_writes_and_never_echoed(secured: HubServer) -> None:
         request(secured, "POST", "/api/repos/create", {"name": "p", "organization": "org", "private": True}, good)[0]
         == 200
     )
-    status, headers, _ = request(secured, "GET", "/api/models/org/p")
-    assert status == 401 and headers["X-Error-Code"] == "RepoNotFound"
+    # Without the token a private repo answers exactly as a missing one does: its name does not leak.
+    private = request(secured, "GET", "/api/models/org/p")
+    missing = request(secured, "GET", "/api/models/org/q")
+    assert (
+        private[0] == missing[0] == 404 and private[1]["X-Error-Code"] == missing[1]["X-Error-Code"] == "RepoNotFound"
+    )
+    assert private[2].replace(b"org/p", b"org/q") == missing[2]
+    assert request(secured, "GET", "/org/p/resolve/main/.gitattributes")[0] == 404
     assert request(secured, "GET", "/api/models/org/p", headers=good)[0] == 200
     assert request(secured, "GET", "/api/whoami-v2")[0] == 401
     assert json.loads(request(secured, "GET", "/api/whoami-v2", headers=good)[2])["name"] == "neuronforge"
