@@ -11,6 +11,7 @@ from neuronforge.registry import ModelSpec
 from neuronforge.sources import ResolvedModel
 from resources.backends import BackendResource
 from resources.devices import NeuronResource
+from resources.hub import HubResource
 from resources.storage import StorageResource, record_metadata
 
 
@@ -38,6 +39,7 @@ def build_export_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         storage: StorageResource,
         backends: BackendResource,
         neuron: NeuronResource,
+        hub: HubResource,
     ):
         source = storage.record_for(context, dg.AssetKey([spec.name, "source_model"]))
         model = ResolvedModel(spec.name, source.path_of("path"), source["revision"], spec.source, spec.base_model)
@@ -45,9 +47,17 @@ def build_export_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         # Only a Neuron compile/run needs the model's cores; other backends take a single slot.
         cores = spec.tensor_parallel_size if backend.name == "neuron" else 1
         with neuron.lease(cores, holder=f"{spec.name}/export run {context.run_id[:8]}", log=context.log) as lease:
+            # A Neuron compile takes minutes to hours: first look for the same compile key on the configured Hub.
+            reuse_from = hub.publisher() if backend.name == "neuron" and backends.reuse_published else None
             artifact_dir, manifest, reused = export_artifact(
-                spec, model, backend, storage.path("artifacts", spec.name), context.log
+                spec, model, backend, storage.path("artifacts", spec.name), context.log, reuse_from=reuse_from
             )
+        origin = {None: "built here", "local": "reused the verified local artifact"}.get(
+            reused, f"reused from {reused}"
+        )
+        compile_cache = {}
+        if backend.name == "neuron" and spec.kind == "chat":  # only decoder compiles use the persistent cache
+            compile_cache["neuron_compile_cache_url"] = backend.compile_cache_url()
         record = storage.write_record(
             context.asset_key,
             manifest["compile_key"],
@@ -58,6 +68,8 @@ def build_export_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "format": manifest["format"],
                 "source_path": str(model.path),
                 "source_revision": model.revision,
+                "origin": origin,
+                **compile_cache,
             },
         )
         size = sum(p.stat().st_size for p in artifact_dir.rglob("*") if p.is_file())
@@ -70,7 +82,9 @@ def build_export_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "format": manifest["format"],
                 "batch_size": spec.batch_size,
                 "sequence_length": spec.sequence_length,
-                "reused_existing": reused,
+                "reused_existing": reused is not None,
+                "origin": origin,
+                **compile_cache,
                 "size_mb": round(size / 2**20, 1),
                 "manifest": dg.MetadataValue.md(manifest_markdown(manifest)),
                 **lease.metadata(),
@@ -110,7 +124,7 @@ def build_export_checks(spec: ModelSpec) -> list[dg.AssetChecksDefinition]:
     ) -> dg.AssetCheckResult:
         from neuronforge.artifacts import read_manifest
         from neuronforge.backends import neuron_host_problem
-        from neuronforge.backends.neuron import NeuronSDKError
+        from neuronforge.backends.neuron import NeuronSDKError, NeuronToolchainMismatch
         from neuronforge.parity import parity, record_verification, tolerance_for
 
         # The artifact this run exported (a check judges its own run's output, whatever ran since).
@@ -133,7 +147,7 @@ def build_export_checks(spec: ModelSpec) -> list[dg.AssetChecksDefinition]:
         try:
             with neuron.lease(cores_needed(spec, manifest), holder=holder, log=context.log):
                 scores = parity(artifact_dir, record.path_of("source_path"), spec.kind, spec.sequence_length)
-        except NeuronSDKError as exc:
+        except (NeuronSDKError, NeuronToolchainMismatch) as exc:
             return not_evaluated(f"the artifact did not load on this host: {exc}", facts)
         device = "neuron" if manifest["backend"] == "neuron" else "cpu"
         verification = record_verification(

@@ -14,6 +14,10 @@ class BackendResource(dg.ConfigurableResource):
 
     backend: str = "auto"
     onnx_threads: int = 0  # 0: onnxruntime's default (all cores)
+    # Persistent compile cache of Neuron decoder compiles (a folder or s3:// URL); recorded in export metadata.
+    neuron_compile_cache_url: str | None = None  # unset: NEURON_COMPILE_CACHE_URL, else /var/tmp/neuron-compile-cache
+    # Before compiling for Neuron, download the same compile key if the configured Hub has it published.
+    reuse_published: bool = True
 
     def backend_name(self, spec: ModelSpec) -> str:
         if self.backend not in BACKENDS:
@@ -26,4 +30,8 @@ class BackendResource(dg.ConfigurableResource):
         return name
 
     def for_model(self, spec: ModelSpec) -> Backend:
-        return get_backend(self.backend_name(spec), onnx_threads=self.onnx_threads)
+        return get_backend(
+            self.backend_name(spec),
+            onnx_threads=self.onnx_threads,
+            neuron_compile_cache_url=self.neuron_compile_cache_url,
+        )

@@ -70,7 +70,7 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def get_backend(name: str, *, onnx_threads: int = 0) -> Backend:
+def get_backend(name: str, *, onnx_threads: int = 0, neuron_compile_cache_url: str | None = None) -> Backend:
     if name == "onnx":
         from neuronforge.backends.onnx import OnnxBackend
 
@@ -82,7 +82,7 @@ def get_backend(name: str, *, onnx_threads: int = 0) -> Backend:
     if name == "neuron":
         from neuronforge.backends.neuron import NeuronBackend
 
-        return NeuronBackend()
+        return NeuronBackend(compile_cache_url=neuron_compile_cache_url)
     raise ValueError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
 
 

@@ -18,7 +18,10 @@ import importlib.util
 import inspect
 import logging
 import os
+import re
+import shlex
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +51,38 @@ INLINE_WEIGHTS_TO_NEFF = True
 TARGET_ENV = "NEURON_PLATFORM_TARGET_OVERRIDE"
 # Instance families the compiler targets; inf2 and trn1 share NeuronCore-v2.
 INSTANCE_FAMILIES = {"inf2": "inf2", "trn1": "trn1", "trn1n": "trn1", "trn2": "trn2"}
-NEURON_TOOLCHAIN_PACKAGES = ("optimum", "neuronx-cc", "torch-neuronx", "neuronx-distributed", "libneuronxla")
+# The packages whose versions change a Neuron binary: the compiler and its torch/XLA front end, optimum-neuron's and
+# neuronx-distributed's graph builders, and transformers' modeling code that is traced. onnx, onnxruntime and
+# sentence-transformers are no part of a NEFF, so they stay out of a Neuron compile key.
+NEURON_TOOLCHAIN_PACKAGES = (
+    "torch",
+    "transformers",
+    "optimum",
+    "optimum-neuron",
+    "neuronx-cc",
+    "torch-neuronx",
+    "neuronx-distributed",
+    "libneuronxla",
+)
+ARTIFACT_FORMAT = "neuronx"
+# Environment variables that change what gets compiled (compile-key inputs, recorded in the manifest's options):
+# - NEURON_CC_FLAGS: extra neuronx-cc flags, which optimum-neuron also edits in place
+#   (utils/torch_xla_and_neuronx_initialization.py:38-57); only cache placement (--cache_dir, --no-cache) is left out,
+#   since it decides where a NEFF is kept, not what it is (utils/cache_utils.py:208-245).
+# - NXD_LAYOUT_TRANSFORMATION_OPTIONS: the weight layout neuronx-distributed shards a decoder into
+#   (models/inference/backend/pretrained_model.py:176); decoders only.
+# - NEURON_LOGICAL_NC_CONFIG: physical cores per logical core on trn2 (LNC, default 2); a decoder always compiles with
+#   optimum-neuron's `--lnc=2` on trn2 (backend/config.py:157, decoder/modeling_decoder.py:425).
+CC_FLAGS_ENV = "NEURON_CC_FLAGS"
+LAYOUT_ENV = "NXD_LAYOUT_TRANSFORMATION_OPTIONS"
+LNC_ENV = "NEURON_LOGICAL_NC_CONFIG"
+# Where neuronx-distributed builds a decoder; it deletes this folder at the start of every compile, so two exports
+# sharing the default /tmp/nxd_model/ destroy each other's work (models/inference/backend/pretrained_model.py:77).
+WORK_DIR_ENV = "BASE_COMPILE_WORK_DIR"
+# libneuronxla's persistent compile cache (a folder or s3:// URL) that optimum-neuron's decoder compile goes through
+# (cache/hub_cache.py:243-255, 288-291); default /var/tmp/neuron-compile-cache (utils/cache_utils.py:219).
+CACHE_URL_ENV = "NEURON_COMPILE_CACHE_URL"
+DEFAULT_COMPILE_CACHE = "/var/tmp/neuron-compile-cache"
 # import name -> pip name of each Neuron SDK package we may need.
 SDK_MODULES = {
     "torch_neuronx": "torch-neuronx",
@@ -114,6 +148,55 @@ def neuronx_cc_flags(spec: ModelSpec) -> list[str]:
         mode = "matmult" if spec.auto_cast == "matmul" else spec.auto_cast
         flags = ["--auto-cast", mode, "--auto-cast-type", spec.auto_cast_type]
     return [*flags, "--optlevel", OPTLEVEL, "--target", compiler_target(spec), "--model-type", "transformer"]
+
+
+def cache_free_cc_flags(flags: str) -> str:
+    """NEURON_CC_FLAGS without the flags that only place the compile cache, whitespace-normalised."""
+    kept, tokens = [], shlex.split(flags)
+    skip = False
+    for token in tokens:
+        if skip:
+            skip = False
+        elif token == "--no-cache":
+            continue
+        elif token == "--cache_dir":
+            skip = True  # `--cache_dir <path>`
+        elif not token.startswith("--cache_dir="):
+            kept.append(token)
+    return " ".join(kept)
+
+
+def compile_environment(spec: ModelSpec, target: str) -> dict[str, Any]:
+    """The settings read from the environment that change this model's Neuron binary (see CC_FLAGS_ENV above)."""
+    settings: dict[str, Any] = {}
+    flags = cache_free_cc_flags(os.environ.get(CC_FLAGS_ENV, ""))
+    if flags:
+        settings["neuron_cc_flags"] = flags
+    if spec.kind == "chat" and os.environ.get(LAYOUT_ENV):
+        settings["nxd_layout_transformation_options"] = os.environ[LAYOUT_ENV]
+    if target == "trn2":
+        lnc = "2" if spec.kind == "chat" else os.environ.get(LNC_ENV, "2")
+        if lnc not in ("1", "2"):
+            raise ValueError(f"{LNC_ENV}={lnc!r}: trn2 logical cores are 1 or 2 physical cores; unset it or use 1 or 2")
+        settings["logical_nc_config"] = int(lnc)
+    return settings
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str | None]) -> Iterator[None]:
+    """Set (or, for None, leave alone) environment variables for the body, then restore them."""
+    previous = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is not None:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def chat_dtype(spec: ModelSpec) -> str | None:
@@ -203,42 +286,57 @@ class TracedHeadRunner(Runner):
 class NeuronBackend(Backend):
     name = "neuron"
 
+    def __init__(self, compile_cache_url: str | None = None):
+        self._compile_cache_url = compile_cache_url
+
+    def compile_cache_url(self) -> str:
+        """The persistent compile cache decoder compiles use: configured, else NEURON_COMPILE_CACHE_URL, else the SDK's
+        default. Where a NEFF is cached, not what it is: recorded, never part of the compile key."""
+        return self._compile_cache_url or os.environ.get(CACHE_URL_ENV) or DEFAULT_COMPILE_CACHE
+
     def toolchain(self) -> dict[str, str | None]:
         # The compiler and runtime versions decide whether a NEFF is reusable (optimum-neuron's cache ignores them).
-        return {**toolchain_versions(), **toolchain_versions(NEURON_TOOLCHAIN_PACKAGES)}
+        return toolchain_versions(NEURON_TOOLCHAIN_PACKAGES)
 
     def export_options(self, spec: ModelSpec) -> dict[str, Any]:
         target = compiler_target(spec)
         if spec.kind == "chat":
             # The decoder is sharded over tensor_parallel_size cores and cast to one dtype; optimum-neuron picks
             # the compiler flags itself.
-            return {"dtype": chat_dtype(spec), "target": target, "tensor_parallel_size": spec.tensor_parallel_size}
-        # Encoders compile for one NeuronCore whatever `cores` says (extra cores could only replicate the model),
-        # so tensor_parallel_size does not change their NEFF and stays out of the key.
-        return {
-            "auto_cast": spec.auto_cast,
-            "auto_cast_type": spec.auto_cast_type if spec.auto_cast != "none" else None,
-            "target": target,
-            "optlevel": OPTLEVEL,
-            "inline_weights_to_neff": INLINE_WEIGHTS_TO_NEFF,
-        }
+            options = {"dtype": chat_dtype(spec), "target": target, "tensor_parallel_size": spec.tensor_parallel_size}
+        else:
+            # Encoders compile for one NeuronCore whatever `cores` says (extra cores could only replicate the model),
+            # so tensor_parallel_size does not change their NEFF and stays out of the key.
+            options = {
+                "auto_cast": spec.auto_cast,
+                "auto_cast_type": spec.auto_cast_type if spec.auto_cast != "none" else None,
+                "target": target,
+                "optlevel": OPTLEVEL,
+                "inline_weights_to_neff": INLINE_WEIGHTS_TO_NEFF,
+            }
+        return {**options, **compile_environment(spec, target)}
 
     def export(self, spec: ModelSpec, model: ResolvedModel, out_dir: Path, log: logging.Logger) -> ExportResult:
         out_dir = Path(out_dir)
         options = self.export_options(spec)
-        if spec.kind == "dense":
-            extra = self._export_dense(spec, model, out_dir, log)
-        elif spec.kind == "sparse":
-            extra = self._export_sparse(spec, model, out_dir, log)
-        elif spec.kind == "chat":
-            extra = self._export_chat(spec, model, out_dir, log)
-        else:
+        exporters = {"dense": self._export_dense, "sparse": self._export_sparse, "chat": self._export_chat}
+        if spec.kind not in exporters:
             raise ValueError(
                 f"{spec.name}: the neuron backend exports dense, sparse and chat models, not {spec.kind!r}"
             )
-        return ExportResult(format="neuronx", options=options, extra={"neuron": extra})
+        # Each export compiles in its own work folder (beside the artifact, removed afterwards).
+        workdir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".compile-"))
+        cache = self.compile_cache_url() if spec.kind == "chat" else None
+        try:
+            with environment({WORK_DIR_ENV: str(workdir), CACHE_URL_ENV: cache}):
+                extra = exporters[spec.kind](spec, model, out_dir, log, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return ExportResult(format=ARTIFACT_FORMAT, options=options, extra={"neuron": extra})
 
-    def _export_dense(self, spec: ModelSpec, model: ResolvedModel, out_dir: Path, log: logging.Logger) -> dict:
+    def _export_dense(
+        self, spec: ModelSpec, model: ResolvedModel, out_dir: Path, log: logging.Logger, workdir: Path
+    ) -> dict:
         require_neuron_sdk(f"{spec.name}: compiling for Neuron", tuple(SDK_MODULES))
         target = compiler_target(spec)
         auto_cast = None if spec.auto_cast == "none" else spec.auto_cast
@@ -260,6 +358,7 @@ class NeuronBackend(Backend):
                 library_name="sentence_transformers",
                 inline_weights_to_neff=INLINE_WEIGHTS_TO_NEFF,
                 optlevel=OPTLEVEL,
+                compiler_workdir=workdir,
                 # Our compile key is the cache: optimum-neuron's cache entries ignore the model revision/weights.
                 disable_neuron_cache=True,
                 # Without a device it skips validation anyway; with one, the export check does the parity test.
@@ -275,7 +374,9 @@ class NeuronBackend(Backend):
         copy_missing_side_files(model.path, out_dir)
         return {"file": NEURON_FILE, "loader": "optimum.neuron.NeuronSentenceTransformers"}
 
-    def _export_sparse(self, spec: ModelSpec, model: ResolvedModel, out_dir: Path, log: logging.Logger) -> dict:
+    def _export_sparse(
+        self, spec: ModelSpec, model: ResolvedModel, out_dir: Path, log: logging.Logger, workdir: Path
+    ) -> dict:
         require_neuron_sdk(f"{spec.name}: compiling for Neuron", ("torch_neuronx", "neuronxcc"))
         import torch
 
@@ -288,7 +389,11 @@ class NeuronBackend(Backend):
         with compilation_target(compiler_target(spec)):
             import torch_neuronx
 
-            kwargs: dict[str, Any] = {"compiler_args": flags, "inline_weights_to_neff": INLINE_WEIGHTS_TO_NEFF}
+            kwargs: dict[str, Any] = {
+                "compiler_args": flags,
+                "compiler_workdir": str(workdir),
+                "inline_weights_to_neff": INLINE_WEIGHTS_TO_NEFF,
+            }
             cpu_only = no_neuron_device()
             if "cpu_backend" in inspect.signature(torch_neuronx.trace).parameters:
                 # Lets torch-neuronx >= 2.8 compile on a host without a device (what optimum-neuron passes too).
@@ -305,7 +410,9 @@ class NeuronBackend(Backend):
         copy_missing_side_files(model.path, out_dir)
         return {"file": NEURON_FILE, "loader": "torch.jit.load", "compiler_args": flags}
 
-    def _export_chat(self, spec: ModelSpec, model: ResolvedModel, out_dir: Path, log: logging.Logger) -> dict:
+    def _export_chat(
+        self, spec: ModelSpec, model: ResolvedModel, out_dir: Path, log: logging.Logger, workdir: Path
+    ) -> dict:
         require_neuron_sdk(f"{spec.name}: compiling for Neuron", ("torch_neuronx", "neuronxcc", "neuronx_distributed"))
         from transformers import AutoConfig, AutoTokenizer
 
@@ -394,13 +501,44 @@ class NeuronBackend(Backend):
     @staticmethod
     @contextlib.contextmanager
     def _runtime_errors(artifact_dir: Path) -> Iterator[None]:
+        """Name the fix for the two ways loading fails on a host: no free NeuronCore, or an artifact built by another
+        toolchain. Any other error passes through unchanged (it is not the host's fault)."""
         try:
             yield
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:
             if isinstance(exc, NeuronSDKError):
                 raise
-            raise NeuronSDKError(
-                f"could not load the Neuron artifact {artifact_dir}: {exc}. Compiled models run only on a NeuronCore of "
-                "the target they were compiled for: run on that inf2/trn host with free cores (`neuron-ls`), leased "
-                "through NEURON_RT_VISIBLE_CORES"
-            ) from exc
+            message = str(exc)
+            if _TOOLCHAIN_REFUSAL.search(message):
+                raise NeuronToolchainMismatch(
+                    f"{artifact_dir} was compiled by another Neuron toolchain than this host's: {message}. Re-export "
+                    "it here (materialize its export asset; the compile key records the versions) or install the "
+                    "versions in its manifest.json"
+                ) from exc
+            if _RUNTIME_REFUSAL.search(message):
+                raise NeuronSDKError(
+                    f"could not load the Neuron artifact {artifact_dir}: {message}. Compiled models run only on a "
+                    "NeuronCore of the target they were compiled for: run on that inf2/trn host with free cores "
+                    "(`neuron-ls`), leased through NEURON_RT_VISIBLE_CORES"
+                ) from exc
+            raise
+
+
+class NeuronToolchainMismatch(RuntimeError):
+    """The artifact was compiled by a neuronx-cc / optimum-neuron other than the installed one."""
+
+
+# optimum-neuron's refusals of an artifact built by another toolchain: configuration_utils.py:229-240 (optimum-neuron
+# and neuronx-cc versions of a decoder), utils/version_utils.py:92-99 (a traced model from a newer compiler).
+_TOOLCHAIN_REFUSAL = re.compile(
+    r"generated with optimum-neuron version|exported using version .* of the neuronxcc compiler|"
+    r"newer than current compiler"
+)
+# The runtime (or optimum-neuron's pre-checks) finding no usable NeuronCore: "Neuron runtime cannot be initialized",
+# "The PyTorch Neuron Runtime could not be initialized", "NRT:nrt_allocate_neuron_cores NeuronCore(s) not available"
+# (aws-neuron-samples#44, optimum-neuron#377), models/inference/backend/pretrained_model.py:401-413 (instance type and core count checks).
+_RUNTIME_REFUSAL = re.compile(
+    r"neuron runtime|nrt[_:]|neuroncore|no neuron device|NEURON_RT|requires at least \d+ Neuron cores|"
+    r"current instance type is",
+    re.IGNORECASE,
+)

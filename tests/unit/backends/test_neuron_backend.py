@@ -30,10 +30,13 @@ from neuron_stub import BOUND_PREFIXES, purge_modules
 
 from neuronforge.backends import neuron as neuron_backend
 from neuronforge.backends.neuron import (
+    CACHE_URL_ENV,
     NEURON_FILE,
     TARGET_ENV,
+    WORK_DIR_ENV,
     NeuronBackend,
     NeuronSDKError,
+    NeuronToolchainMismatch,
     neuronx_cc_flags,
 )
 from neuronforge.registry import ModelSpec
@@ -163,6 +166,7 @@ def test_dense_export_runs_main_export_and_loads_with_neuron_sentence_transforme
 
     def real_main_export(*args, **kwargs):
         seen_target.append(os.environ.get(TARGET_ENV))
+        assert Path(kwargs["compiler_workdir"]).is_dir()  # its own, beside the artifact
         return main_export(*args, **kwargs)
 
     with mock.patch("optimum.exporters.neuron.main_export", autospec=True, side_effect=real_main_export) as spy:
@@ -176,6 +180,7 @@ def test_dense_export_runs_main_export_and_loads_with_neuron_sentence_transforme
         library_name="sentence_transformers",
         inline_weights_to_neff=True,
         optlevel="2",
+        compiler_workdir=mock.ANY,
         disable_neuron_cache=True,
         do_validation=False,
         trust_remote_code=False,
@@ -184,6 +189,8 @@ def test_dense_export_runs_main_export_and_loads_with_neuron_sentence_transforme
         sequence_length=32,
     )
     assert seen_target == ["trn1"]  # optimum-neuron's name for the inf2/trn1 NeuronCore-v2 platform
+    workdir = Path(spy.call_args.kwargs["compiler_workdir"])
+    assert workdir.parent == out.parent and not workdir.exists()  # removed after the export
     assert os.environ.get(TARGET_ENV) == target_before  # restored after the export
     assert result.format == "neuronx" and result.options == NeuronBackend().export_options(spec)
 
@@ -195,6 +202,7 @@ def test_dense_export_runs_main_export_and_loads_with_neuron_sentence_transforme
     assert {str(t.dtype) for t in call["example_inputs"]} == {"torch.int64"}
     assert call["compiler_args"] == " ".join(neuronx_cc_flags(spec))
     assert call["inline_weights_to_neff"] is True and call["cpu_backend"] is True
+    assert Path(call["compiler_workdir"]).is_relative_to(workdir)  # optimum-neuron passes our work folder on
 
     # The layout optimum-neuron's loader reads: model.neuron, config.json with a neuron section, tokenizer files.
     assert {NEURON_FILE, "config.json", "tokenizer.json", "vocab.txt"} <= {p.name for p in out.iterdir()}
@@ -233,6 +241,8 @@ def test_sparse_export_traces_our_splade_head_and_runs_it(neuron_sdk_stub, tmp_p
         "--optlevel", "2", "--target", "inf2", "--model-type", "transformer",
     ]  # fmt: skip
     assert call["inline_weights_to_neff"] is True and call["cpu_backend"] is True
+    workdir = Path(call["compiler_workdir"])  # its own work folder beside the artifact, removed afterwards
+    assert workdir.parent == tmp_path.parent and workdir.name.startswith(".compile-") and not workdir.exists()
     assert result.extra["neuron"]["compiler_args"] == call["compiler_args"]
     assert {NEURON_FILE, "config.json", "tokenizer.json"} <= {p.name for p in tmp_path.iterdir()}
     assert TARGET_ENV not in os.environ
@@ -291,8 +301,14 @@ def test_chat_export_passes_shapes_tp_and_target_to_optimum_neuron(neuron_sdk_st
     targets = []
     target_before = os.environ.get(TARGET_ENV)
 
+    workdirs, caches = [], []
+
     def fake_export(*args, **kwargs):
         targets.append(os.environ.get(TARGET_ENV))
+        # neuronx-distributed compiles in BASE_COMPILE_WORK_DIR (pretrained_model.py:77) and deletes it first.
+        workdirs.append(os.environ.get(WORK_DIR_ENV))
+        assert Path(workdirs[-1]).is_dir()
+        caches.append(os.environ.get(CACHE_URL_ENV))
         return FakeNeuronCausalLM()
 
     with (
@@ -312,7 +328,23 @@ def test_chat_export_passes_shapes_tp_and_target_to_optimum_neuron(neuron_sdk_st
         trust_remote_code=False,
     )  # fmt: skip
     assert targets == ["trn2"] and os.environ.get(TARGET_ENV) == target_before == "trn1"
-    assert result.options == {"dtype": "bf16", "target": "trn2", "tensor_parallel_size": 2}
+    assert caches == ["/var/tmp/neuron-compile-cache"] and CACHE_URL_ENV not in os.environ
+
+    # A second export (another artifact, same process) compiles in another work folder; both are gone afterwards,
+    # and the configured compile cache reaches the compile.
+    again = tmp_path / "again"
+    again.mkdir()
+    with (
+        mock.patch.object(NeuronModelForCausalLM, "get_neuron_config", autospec=True, return_value=neuron_config),
+        mock.patch.object(NeuronModelForCausalLM, "export", autospec=True, side_effect=fake_export),
+    ):
+        NeuronBackend(compile_cache_url="s3://team/neuron-cache").export(
+            spec, resolved(spec, tiny_llama_dir), again, LOG
+        )
+    assert len(set(workdirs)) == 2 and not any(Path(w).exists() for w in workdirs)
+    assert WORK_DIR_ENV not in os.environ and caches[-1] == "s3://team/neuron-cache"
+    # trn2: optimum-neuron compiles decoders for 2 physical cores per logical core (--lnc=2), which the key records.
+    assert result.options == {"dtype": "bf16", "target": "trn2", "tensor_parallel_size": 2, "logical_nc_config": 2}
 
     files = {p.name for p in out.iterdir()}
     assert {"model.pt", "neuron_config.json", "tokenizer.json", "generation_config.json"} <= files
@@ -320,7 +352,36 @@ def test_chat_export_passes_shapes_tp_and_target_to_optimum_neuron(neuron_sdk_st
     assert json.loads((out / "config.json").read_text()) == {"written_by": "optimum-neuron"}  # not overwritten
 
 
-def test_sparse_load_failure_names_the_device_requirement(neuron_sdk_stub, tmp_path):
-    (tmp_path / NEURON_FILE).write_bytes(b"not a torchscript archive")
-    with pytest.raises(NeuronSDKError, match="NEURON_RT_VISIBLE_CORES"):
+def test_a_runtime_without_free_cores_is_named_as_such(neuron_sdk_stub, tmp_path):
+    (tmp_path / NEURON_FILE).write_bytes(b"traced")
+    # The runtime's refusal when another process holds the cores (optimum-neuron#377).
+    busy = RuntimeError(
+        "NRT:nrt_allocate_neuron_cores NeuronCore(s) not available - Requested:1 Available:0; "
+        "The PyTorch Neuron Runtime could not be initialized."
+    )
+    with mock.patch("torch.jit.load", side_effect=busy), pytest.raises(NeuronSDKError, match="NEURON_RT_VISIBLE_CORES"):
         NeuronBackend().load_runner(tmp_path, manifest_for(make_spec("sparse")))
+
+
+def test_a_compiler_version_refusal_is_not_relabelled_as_busy_cores(neuron_sdk_stub, tmp_path):
+    """optimum-neuron's own refusals of an artifact from another toolchain, raised by its real code."""
+    from optimum.neuron.configuration_utils import NeuronConfig
+    from optimum.neuron.utils.version_utils import check_compiler_compatibility
+    from optimum.neuron.version import __version__
+
+    with pytest.raises(NeuronToolchainMismatch, match=r"newer than current compiler.*Re-export it here") as err:
+        with NeuronBackend._runtime_errors(tmp_path):
+            check_compiler_compatibility("neuronx-cc", "9.0.0")  # the stub SDK's neuronx-cc is 2.21
+    assert "NEURON_RT_VISIBLE_CORES" not in str(err.value) and not isinstance(err.value, NeuronSDKError)
+
+    stale = {"optimum_neuron_version": __version__, "_serialized_key": "NxDNeuronConfig", "neuronxcc_version": "2.19.0"}
+    with pytest.raises(NeuronToolchainMismatch, match="exported using version 2.19.0 of the neuronxcc compiler"):
+        with NeuronBackend._runtime_errors(tmp_path):
+            NeuronConfig.from_dict(stale)
+
+
+def test_other_load_errors_pass_through_unchanged(neuron_sdk_stub, tmp_path):
+    (tmp_path / NEURON_FILE).write_bytes(b"not a torchscript archive")
+    with pytest.raises(RuntimeError) as err:
+        NeuronBackend().load_runner(tmp_path, manifest_for(make_spec("sparse")))
+    assert type(err.value) is RuntimeError and "PytorchStreamReader" in str(err.value)  # torch's own words
