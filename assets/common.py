@@ -34,8 +34,79 @@ def upstream_records(
 
 
 def shard_record(out_dir: Path, run: "ShardRun") -> dict[str, Any]:
-    """What a corpus-encoding stage's record says of its shards (readers use exactly these, in this order)."""
-    return {"dir": str(out_dir), "shards": run.shards, "chunks": run.chunks, "documents": run.documents}
+    """What a corpus-encoding stage's record says of its shards (readers use exactly these, in this order), with each
+    shard's sha256 and row count so a reader can tell a damaged file."""
+    return {
+        "dir": str(out_dir),
+        "shards": run.shards,
+        "chunks": run.chunks,
+        "documents": run.documents,
+        "shard_files": run.files,
+    }
+
+
+def neuron_pool_slots(context: dg.AssetExecutionContext) -> int:
+    """How many steps the `neuron` pool lets run at once on this instance (1 when it cannot say)."""
+    try:
+        slots = context.instance.event_log_storage.get_concurrency_info("neuron").slot_count
+    except NotImplementedError:
+        slots = 0
+    return slots or context.instance.get_concurrency_config().pool_config.default_pool_limit or 1
+
+
+def encode_stage_shards(
+    context: dg.AssetExecutionContext,
+    spec: ModelSpec,
+    neuron: Any,
+    corpus: Any,
+    artifact_dir: Path,
+    manifest: dict[str, Any],
+    source: Path,
+    out_dir: Path,
+) -> tuple["ShardRun", Any, Any]:
+    """Encode the corpus `source` into `out_dir` with the artifact, on `data_parallel` replicas of the model over
+    the cores it leases (neuronforge.data_parallel.encode_corpus_shards); returns the run, the lease and the
+    tokenizer the shards were cut with. The step process loads no model unless it encodes in-process itself."""
+    from transformers import AutoTokenizer
+
+    from neuronforge.data_parallel import ArtifactShardEncoder, encode_corpus_shards
+
+    tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
+    shards = corpus.plan_shards(source, tokenizer, int(manifest["shapes"]["sequence_length"]))
+    run, lease = encode_corpus_shards(
+        shards,
+        out_dir,
+        manifest["compile_key"],
+        ArtifactShardEncoder(str(artifact_dir)),
+        allocator=neuron.allocator(),
+        holder=f"{spec.name}/{context.asset_key.path[-1]} run {context.run_id[:8]}",
+        cores_per_replica=cores_needed(spec, manifest),
+        data_parallel=spec.data_parallel,
+        pool_slots=neuron_pool_slots(context),
+        log=context.log,
+    )
+    return run, lease, tokenizer
+
+
+def replica_metadata(run: "ShardRun") -> dict[str, Any]:
+    """Replicas, their cores and per-replica throughput, for the UI."""
+    columns = [
+        ("replica", "int"),
+        ("cores", "string"),
+        ("shards", "int"),
+        ("chunks", "int"),
+        ("chunks_per_s", "float"),
+        ("load_s", "float"),
+        ("restarts", "int"),
+    ]
+    rows = [dg.TableRecord({name: r[name] for name, _ in columns}) for r in run.replicas]
+    return {
+        "replicas": len(run.replicas),
+        "shards_repaired": run.repaired,
+        "replica_throughput": dg.MetadataValue.table(
+            rows, schema=dg.TableSchema([dg.TableColumn(name, kind) for name, kind in columns])
+        ),
+    }
 
 
 def cores_needed(spec: ModelSpec, manifest: dict[str, Any]) -> int:

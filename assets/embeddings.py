@@ -2,7 +2,14 @@
 
 import dagster as dg
 
-from assets.common import cores_needed, png_markdown, shard_record, stage_asset, upstream_records
+from assets.common import (
+    encode_stage_shards,
+    png_markdown,
+    replica_metadata,
+    shard_record,
+    stage_asset,
+    upstream_records,
+)
 from neuronforge.artifacts import read_manifest, stable_hash
 from neuronforge.registry import ModelSpec
 from resources.corpus import CorpusResource
@@ -47,25 +54,13 @@ def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     ):
         import numpy as np
 
-        from neuronforge.backends import load_encoder
-        from neuronforge.shards import dense_matrix, dense_table, encode_shards, read_shards
+        from neuronforge.shards import dense_matrix, read_shards
 
         exported, corpus_record = upstream_records(context, storage, spec)
         artifact_dir, manifest = exported.path_of("artifact_dir"), read_manifest(exported.path_of("artifact_dir"))
         source = corpus_record.path_of("path")
         out_dir = storage.stage_dir("corpus_embeddings", spec.name)
-        holder = f"{spec.name}/corpus_embeddings run {context.run_id[:8]}"
-        with neuron.lease(cores_needed(spec, manifest), holder=holder, log=context.log) as lease:
-            encoder = load_encoder(artifact_dir)
-            shards = corpus.plan_shards(source, encoder.tokenizer, encoder.sequence_length)
-            run = encode_shards(
-                shards,
-                out_dir,
-                manifest["compile_key"],
-                lambda chunks: dense_table(chunks, encoder.encode([c.input_text for c in chunks], truncate=False)),
-                context.log,
-                remove_stale=False,
-            )
+        run, lease, _ = encode_stage_shards(context, spec, neuron, corpus, artifact_dir, manifest, source, out_dir)
         vectors = dense_matrix(read_shards(out_dir, ["vector"], run.shards))
         norms = np.linalg.norm(vectors, axis=1)
         record = storage.write_record(
@@ -96,6 +91,7 @@ def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "norm_mean": float(norms.mean()) if norms.size else 0.0,
                 "norm_max": float(norms.max()) if norms.size else 0.0,
                 "norm_histogram": dg.MetadataValue.md(norm_histogram(norms)),
+                **replica_metadata(run),
                 **lease.metadata(),
             },
         )

@@ -4,7 +4,14 @@ import time
 
 import dagster as dg
 
-from assets.common import cores_needed, markdown_table, shard_record, stage_asset, upstream_records
+from assets.common import (
+    encode_stage_shards,
+    markdown_table,
+    replica_metadata,
+    shard_record,
+    stage_asset,
+    upstream_records,
+)
 from neuronforge.artifacts import read_manifest, stable_hash
 from neuronforge.registry import ModelSpec
 from resources.corpus import CorpusResource
@@ -29,26 +36,18 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         corpus: CorpusResource,
         neuron: NeuronResource,
     ):
-        from neuronforge.backends import load_encoder
-        from neuronforge.shards import encode_shards, read_shards, sparse_matrix, sparse_table
+        from neuronforge.shards import read_shards, sparse_matrix
         from neuronforge.sparse_build import write_index
-        from neuronforge.sparse_index import FORMAT_VERSION, to_csr, top_tokens
+        from neuronforge.sparse_index import FORMAT_VERSION, top_tokens
 
         exported, corpus_record = upstream_records(context, storage, spec)
         artifact_dir, manifest = exported.path_of("artifact_dir"), read_manifest(exported.path_of("artifact_dir"))
         vocab = int(manifest["dimension"])
         source = corpus_record.path_of("path")
         shard_dir = storage.stage_dir("sparse_index", spec.name) / "shards"
-        holder = f"{spec.name}/sparse_index run {context.run_id[:8]}"
-        with neuron.lease(cores_needed(spec, manifest), holder=holder, log=context.log) as lease:
-            encoder = load_encoder(artifact_dir)
-
-            def encode(chunks):
-                activations = encoder.encode([c.input_text for c in chunks], truncate=False)
-                return sparse_table(chunks, to_csr(activations, encoder.max_active_dims))
-
-            shards = corpus.plan_shards(source, encoder.tokenizer, encoder.sequence_length)
-            run = encode_shards(shards, shard_dir, manifest["compile_key"], encode, context.log, remove_stale=False)
+        run, lease, tokenizer = encode_stage_shards(
+            context, spec, neuron, corpus, artifact_dir, manifest, source, shard_dir
+        )
 
         started = time.perf_counter()
 
@@ -79,7 +78,7 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         stats = meta["stats"]
         matrix, doc_ids = next(iter(shard_batches()), (None, []))  # examples from the first shard
         examples = [
-            [doc, ", ".join(f"{tok} {w:.2f}" for tok, w in top_tokens(matrix[row], encoder.tokenizer, 8))]
+            [doc, ", ".join(f"{tok} {w:.2f}" for tok, w in top_tokens(matrix[row], tokenizer, 8))]
             for row, doc in list(enumerate(doc_ids))[:: max(1, len(doc_ids) // 5)][:5]
         ]
         return dg.MaterializeResult(
@@ -94,10 +93,11 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "chunks_per_s": round(run.chunks_per_s, 1),
                 "avg_active_dims": round(float(stats["active_dims"]), 1),
                 "sparsity_ratio": round(float(stats["sparsity_ratio"]), 5),
-                "max_active_dims": encoder.max_active_dims or 0,
+                "max_active_dims": manifest.get("options", {}).get("max_active_dims") or 0,
                 "index_size_mb": round(size / 2**20, 2),
                 "index_build_s": round(build_s, 3),
                 "top_tokens": dg.MetadataValue.md(markdown_table(["document", "top tokens"], examples)),
+                **replica_metadata(run),
                 **lease.metadata(),
             },
         )

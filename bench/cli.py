@@ -19,7 +19,7 @@ from bench.context import DEFAULT, QUICK, BenchContext
 from bench.harness import Row, format_table, ratios_chart, scaling_chart, write_json
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
-SECTIONS = ("dense", "sparse", "search", "chat", "scaling", "pipeline", "search-scale")
+SECTIONS = ("dense", "sparse", "search", "chat", "scaling", "data_parallel", "pipeline", "search-scale")
 
 
 def default_cache_dir() -> Path:
@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def section_runners(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Callable[[], tuple[list[Row], Any]]]:
     from bench.chat import chat_rows
+    from bench.data_parallel import data_parallel_rows
     from bench.encoders import dense_rows, sparse_rows
     from bench.pipeline import pipeline_rows
     from bench.scaling import scaling_rows
@@ -76,6 +77,7 @@ def section_runners(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Ca
         "search": lambda: sparse_search_rows(ctx),
         "chat": lambda: chat_rows(ctx),
         "scaling": lambda: scaling_rows(ctx),
+        "data_parallel": lambda: data_parallel_rows(ctx),
         "pipeline": lambda: pipeline_rows(ctx, full=args.full_pipeline),
         "search-scale": lambda: search_scale_rows(ctx),
     }

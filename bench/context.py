@@ -43,6 +43,9 @@ class Sizes:
     scaling_base_docs: int
     scaling_multiples: tuple[int, ...]
     pipeline_docs: int | None
+    dp_docs: int  # documents encoded by each data-parallel contender (the same shards for each)
+    dp_rounds: int
+    dp_sim_replicas: tuple[int, ...]  # replica counts on the simulated 24-core Neuron host
     scale_docs: tuple[int, ...] = (1_000_000,)  # synthetic corpus sizes of the search-scale section
     scale_queries: int = 500
     dense_scale_rows: int = 1_000_000
@@ -59,6 +62,9 @@ DEFAULT = Sizes(
     scaling_base_docs=20,
     scaling_multiples=(1, 4, 16),
     pipeline_docs=100,
+    dp_docs=150,
+    dp_rounds=2,
+    dp_sim_replicas=(1, 2, 4, 8, 12, 16, 24),
 )
 QUICK = Sizes(
     encode_rounds=3,
@@ -71,6 +77,9 @@ QUICK = Sizes(
     scaling_base_docs=12,
     scaling_multiples=(1, 4, 16),
     pipeline_docs=40,
+    dp_docs=120,
+    dp_rounds=1,
+    dp_sim_replicas=(1, 4, 24),
     scale_docs=(100_000,),
     scale_queries=100,
     dense_scale_rows=100_000,

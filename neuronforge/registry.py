@@ -40,6 +40,7 @@ KNOWN_FIELDS = {
     "auto_cast_type",
     "tensor_parallel_size",
     "cores",
+    "data_parallel",
     "target",
     "instance_type",
     "backend",
@@ -69,6 +70,7 @@ class ModelSpec:
     auto_cast: str = "matmul"
     auto_cast_type: str = "bf16"
     tensor_parallel_size: int = 1  # NeuronCores per step (chat: tensor parallel degree)
+    data_parallel: str | int = "auto"  # corpus encoding replicas: "auto" (policy in neuronforge.data_parallel) or N
     target: str = "inf2"
     instance_type: str | None = None
     backend: str = "auto"
@@ -177,6 +179,11 @@ def parse_entry(path: Path, raw: Any, defaults: dict[str, Any], index: int) -> M
         if kind != "sparse":
             raise _fail(path, model, "max_active_dims", "only applies to sparse (SPLADE) models")
         _as_int(path, model, "max_active_dims", max_active)
+    data_parallel = entry.get("data_parallel", "auto")
+    if data_parallel != "auto":
+        data_parallel = _as_int(path, model, "data_parallel", data_parallel)
+        if kind == "chat" and data_parallel != 1:
+            raise _fail(path, model, "data_parallel", "applies to corpus encoding (dense/sparse models) only")
     quantize = _choice(path, model, "quantize", entry.get("quantize", "none"), QUANTIZE)
     backend = _choice(path, model, "backend", entry.get("backend", "auto"), BACKENDS)
     if quantize != "none" and (kind == "chat" or backend in ("torch", "neuron")):
@@ -207,6 +214,7 @@ def parse_entry(path: Path, raw: Any, defaults: dict[str, Any], index: int) -> M
         auto_cast=_choice(path, model, "auto_cast", entry.get("auto_cast", "matmul"), AUTO_CAST),
         auto_cast_type=_choice(path, model, "auto_cast_type", entry.get("auto_cast_type", "bf16"), AUTO_CAST_TYPES),
         tensor_parallel_size=tp,
+        data_parallel=data_parallel,
         target=_choice(path, model, "target", entry.get("target", "inf2"), TARGETS),
         instance_type=entry.get("instance_type"),
         backend=backend,

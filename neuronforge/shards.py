@@ -5,7 +5,11 @@ two source files. Each shard's file name is a hash of the encoder's compile key 
 - a killed run resumes: shards already on disk are not encoded again;
 - a new or changed corpus file re-encodes only its own shards (the others hash the same);
 - a new export (new compile key) re-encodes everything.
-`shards.json` lists the current shards in order and is replaced atomically at the end; stale shard files are removed.
+`shards.json` lists the current shards in order, each with its sha256 and row count, and is replaced atomically at
+the end. A shard file found on disk is reused only when it is intact (its sha256 matches the last list that named it,
+else its Parquet footer reads and holds the right row count); a damaged or truncated one is logged and re-encoded.
+Encoding runs in this process (`encode_shards`) or on data-parallel worker processes
+(`neuronforge.data_parallel.encode_shards_parallel`); both keep their books with `ShardBook`.
 
 Shard columns: chunk_id, doc_id, chunk_index, char_start, char_end, text, and either `vector` (dense:
 fixed_size_list<float32>[D]) or `term_ids` + `weights` (sparse: list<int32>, list<float32>).
@@ -13,6 +17,8 @@ fixed_size_list<float32>[D]) or `term_ids` + `weights` (sparse: list<int32>, lis
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,15 +47,22 @@ class Shard:
         return f"shard-{digest}.parquet"
 
 
+class ShardDamagedError(RuntimeError):
+    """A shard file is truncated, unreadable or not the file its list names."""
+
+
 @dataclass
 class ShardRun:
     documents: int = 0
     chunks: int = 0
     shards: list[str] = field(default_factory=list)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → {"sha256", "rows"}
     reused: int = 0
+    repaired: int = 0  # damaged shards found on disk and encoded again
     encoded_chunks: int = 0
-    encode_seconds: float = 0.0
+    encode_seconds: float = 0.0  # wall time spent encoding (all replicas together)
     removed_stale: int = 0
+    replicas: list[dict[str, Any]] = field(default_factory=list)  # data-parallel workers: cores, shards, chunks/s
 
     @property
     def chunks_per_s(self) -> float:
@@ -111,10 +124,103 @@ def sparse_table(chunks: list[Chunk], matrix: Any) -> pa.Table:
     return pa.table({**_base_columns(chunks), "term_ids": term_ids, "weights": weights})
 
 
-def write_table_atomic(path: Path, table: pa.Table) -> None:
+def write_table_atomic(path: Path, table: pa.Table) -> dict[str, Any]:
+    """Write `table` as Parquet atomically; returns what the shard list records of it: sha256 and row count."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    write_bytes_atomic(path, sink.getvalue().to_pybytes())
+    data = sink.getvalue().to_pybytes()
+    write_bytes_atomic(path, data)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "rows": table.num_rows}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_shard(path: Path, rows: int, sha256: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """(what the list records of an intact shard, None) or (None, what is wrong with it)."""
+    try:
+        digest = file_sha256(path)
+        if sha256 is not None:
+            if digest != sha256:
+                return None, f"sha256 {digest[:12]}… differs from the {sha256[:12]}… its shard list recorded"
+        else:
+            found = pq.read_metadata(path).num_rows
+            if found != rows:
+                return None, f"{found} rows where its shard holds {rows} chunks"
+    except (OSError, pa.ArrowException) as exc:
+        return None, f"unreadable ({type(exc).__name__}: {exc})"
+    return {"sha256": digest, "rows": rows}, None
+
+
+class ShardBook:
+    """The bookkeeping both encoders share: which planned shards are already on disk and intact, what was encoded,
+    and the shard list written at the end."""
+
+    def __init__(self, out_dir: Path, key: str, log: logging.Logger | None = None):
+        self.out_dir, self.key, self.log = out_dir, key, log
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.run = ShardRun()
+        self._docs: set[str] = set()
+        self._known = _listed_files(out_dir / SHARD_LIST)
+
+    def admit(self, shard: Shard) -> str | None:
+        """List `shard`; its file name when it must be encoded, None when an intact copy is on disk."""
+        name = shard.name(self.key)
+        self.run.shards.append(name)
+        self.run.chunks += len(shard.chunks)
+        self._docs.update(c.doc_id for c in shard.chunks)
+        path = self.out_dir / name
+        if not path.is_file():
+            return name
+        known = self._known.get(name, {})
+        info, problem = check_shard(path, len(shard.chunks), known.get("sha256"))
+        if info is not None:
+            self.run.files[name] = info
+            self.run.reused += 1
+            return None
+        if self.log is not None:
+            self.log.warning(f"shard {name} is damaged ({problem}): encoding it again")
+        path.unlink(missing_ok=True)
+        self.run.repaired += 1
+        return name
+
+    def encoded(self, name: str, info: dict[str, Any], chunks: int) -> None:
+        self.run.files[name] = info
+        self.run.encoded_chunks += chunks
+        if self.log is not None:
+            done = len(self.run.files)
+            self.log.info(
+                f"shard {done}/{len(self.run.shards)} listed: {self.run.chunks} chunks so far ({self.run.reused} "
+                f"shards reused, {self.run.repaired} repaired), {self.run.encoded_chunks} encoded"
+            )
+
+    def finish(self, remove_stale: bool) -> ShardRun:
+        run = self.run
+        run.documents = len(self._docs)
+        files = {name: run.files[name] for name in run.shards}
+        write_json_atomic(
+            self.out_dir / SHARD_LIST, {"key": self.key, "shards": run.shards, "chunks": run.chunks, "files": files}
+        )
+        current = set(run.shards)
+        for stale in self.out_dir.glob("shard-*.parquet") if remove_stale else ():
+            if stale.name not in current:
+                stale.unlink()
+                run.removed_stale += 1
+        return run
+
+
+def _listed_files(listing: Path) -> dict[str, dict[str, Any]]:
+    """name → {"sha256", "rows"} from an earlier shard list (empty when missing, older or damaged)."""
+    try:
+        files = json.loads(listing.read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return files if isinstance(files, dict) else {}
 
 
 def encode_shards(
@@ -126,48 +232,51 @@ def encode_shards(
     *,
     remove_stale: bool = True,
 ) -> ShardRun:
-    """Encode every shard not already on disk; then list the current shards and (unless `remove_stale` is off) drop
-    the others. Stages whose records name their shards keep the others: another record may still name them."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run = ShardRun()
-    docs_seen: set[str] = set()
+    """Encode, in this process, every shard not already on disk intact; then list the current shards and (unless
+    `remove_stale` is off) drop the others. Stages whose records name their shards keep the others: another record
+    may still name them."""
+    book = ShardBook(out_dir, key, log)
     for shard in shards:
-        name = shard.name(key)
-        run.shards.append(name)
-        run.chunks += len(shard.chunks)
-        docs_seen.update(c.doc_id for c in shard.chunks)
-        if (out_dir / name).is_file():
-            run.reused += 1
+        name = book.admit(shard)
+        if name is None:
             continue
         started = time.perf_counter()
-        write_table_atomic(out_dir / name, encode(shard.chunks))
-        run.encode_seconds += time.perf_counter() - started
-        run.encoded_chunks += len(shard.chunks)
-        if log is not None:
-            log.info(
-                f"shard {len(run.shards)}: {run.chunks} chunks so far ({run.reused} shards reused), "
-                f"{run.chunks_per_s:.1f} chunks/s"
-            )
-    run.documents = len(docs_seen)
-    write_json_atomic(out_dir / SHARD_LIST, {"key": key, "shards": run.shards, "chunks": run.chunks})
-    current = set(run.shards)
-    for stale in out_dir.glob("shard-*.parquet") if remove_stale else ():
-        if stale.name not in current:
-            stale.unlink()
-            run.removed_stale += 1
-    return run
+        info = write_table_atomic(out_dir / name, encode(shard.chunks))
+        book.run.encode_seconds += time.perf_counter() - started
+        book.encoded(name, info, len(shard.chunks))
+    return book.finish(remove_stale)
 
 
-def read_shards(out_dir: Path, columns: list[str] | None = None, names: Iterable[str] | None = None) -> pa.Table:
-    """The shards `names` (default: the last run's list, shards.json), in order, as one table."""
-    import json
+def read_shards(
+    out_dir: Path,
+    columns: list[str] | None = None,
+    names: Iterable[str] | None = None,
+    files: dict[str, dict[str, Any]] | None = None,
+) -> pa.Table:
+    """The shards `names` (default: the last run's list, shards.json), in order, as one table.
 
+    A damaged shard raises ShardDamagedError naming the file (and, given `files` from a shard list or record, a shard
+    whose sha256 differs from it), never a bare Arrow error."""
     if names is None:
         listing = out_dir / SHARD_LIST
         if not listing.is_file():
             raise FileNotFoundError(f"{out_dir} has no {SHARD_LIST}: the encoding stage has not finished there yet")
         names = json.loads(listing.read_text())["shards"]
-    tables = [pq.read_table(out_dir / name, columns=columns) for name in names]
+    tables = []
+    for name in names:
+        path = out_dir / name
+        expected = (files or {}).get(name)
+        if expected is not None:
+            _, problem = check_shard(path, int(expected["rows"]), expected["sha256"])
+            if problem is not None:
+                raise ShardDamagedError(f"{path} is damaged: {problem}. Materialize the stage again to re-encode it.")
+        try:
+            tables.append(pq.read_table(path, columns=columns))
+        except (OSError, pa.ArrowException) as exc:
+            raise ShardDamagedError(
+                f"{path} is damaged or missing ({type(exc).__name__}: {exc}). Materialize the stage that wrote it "
+                "again: it re-encodes damaged shards."
+            ) from exc
     return pa.concat_tables(tables) if tables else pa.table({})
 
 

@@ -121,3 +121,32 @@ class SimulatedNeuronHost:
             return every
         free = [c for c in every if c not in owners]
         return tuple(free[:count]) if len(free) >= count else every[:count]
+
+
+@dataclass(frozen=True)
+class SimulatedShardEncoder:
+    """A model replica on the simulated host, for data-parallel tests and the bench's simulated 24-core host: loading
+    initialises the runtime on the worker's cores; each batch of `batch_size` chunks is one execute() (the host's
+    per-core latency); vectors are a deterministic function of each chunk's text."""
+
+    host: SimulatedNeuronHost
+    batch_size: int = 8
+    dimension: int = 8
+
+    def load(self, threads: int):
+        import hashlib
+
+        import numpy as np
+
+        from neuronforge.shards import dense_table
+
+        self.host.init()
+
+        def encode(chunks):
+            for _ in range(0, len(chunks), self.batch_size):
+                self.host.execute()
+            digests = [hashlib.sha256(c.input_text.encode()).digest()[: self.dimension] for c in chunks]
+            vectors = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(chunks), self.dimension)
+            return dense_table(chunks, vectors.astype(np.float32) / 255.0)
+
+        return encode

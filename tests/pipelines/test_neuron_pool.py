@@ -11,7 +11,9 @@ import re
 
 from pipelines.definitions import defs
 
-LOADS_A_MODEL = re.compile(r"\b(load_encoder|load_causal_lm|load_generator|parity|Searcher|encode_corpus_shards)\(")
+LOADS_A_MODEL = re.compile(r"\b(load_encoder|load_causal_lm|load_generator|parity|Searcher|encode_stage_shards)\(")
+# A lease in the body, or encode_stage_shards (assets/common.py), which leases for the data-parallel replicas.
+LEASES = re.compile(r"\.lease\(|\bencode_stage_shards\(")
 
 
 def test_model_steps_are_in_the_neuron_pool_and_lease():
@@ -22,7 +24,7 @@ def test_model_steps_are_in_the_neuron_pool_and_lease():
         if not LOADS_A_MODEL.search(source):
             continue
         model_steps.append(node.name)
-        if node.pool != "neuron" or "neuron" not in node.required_resource_keys or ".lease(" not in source:
+        if node.pool != "neuron" or "neuron" not in node.required_resource_keys or not LEASES.search(source):
             offenders.append(f"{node.name}: pool={node.pool}, resources={sorted(node.required_resource_keys)}")
     assert not offenders, "model steps outside the neuron pool or without a lease:\n" + "\n".join(offenders)
     # The scan found the steps it must find (so the rule above is not vacuous).

@@ -44,6 +44,9 @@ def test_good_registry(tmp_path):
     assert registry.get("minilm").publish_unverified is False  # publishing waits for a verification by default
     opted = load_registry(write(tmp_path, GOOD.replace("batch_size: 8", "batch_size: 8\n    publish_unverified: true")))
     assert opted.get("minilm").publish_unverified is True
+    assert registry.get("minilm").data_parallel == "auto"  # replicas over the free cores (data_parallel.py)
+    four = load_registry(write(tmp_path, GOOD.replace("batch_size: 8", "batch_size: 8\n    data_parallel: 4")))
+    assert four.get("minilm").data_parallel == 4
 
 
 @pytest.mark.parametrize(
@@ -66,6 +69,9 @@ def test_good_registry(tmp_path):
         ("cores: 2", "cores: 2\n    quantize: int8", "quantize", "onnx backend"),
         ("kind: dense", "kind: sparse", "kind", "is a dense model"),
         ("batch_size: 8", "batch_size: 8\n    publish_unverified: sometimes", "publish_unverified", "true or false"),
+        ("batch_size: 8", "batch_size: 8\n    data_parallel: 0", "data_parallel", "integer >= 1"),
+        ("batch_size: 8", "batch_size: 8\n    data_parallel: many", "data_parallel", "integer >= 1"),
+        ("cores: 2", "cores: 2\n    data_parallel: 2", "data_parallel", "corpus encoding (dense/sparse models) only"),
     ],
 )
 def test_bad_entries_name_file_model_and_field(tmp_path, old, new, field, words):

@@ -123,3 +123,59 @@ def test_plan_corpus_shards_streams_the_source_with_its_policy(tmp_path, tokeniz
     assert skipped == expected
     with pytest.raises(CorpusError, match="malformed_json"):
         list(plan_corpus_shards(corpus, BadInputPolicy(mode="fail"), tokenizer, 64, 8, 10))
+
+
+def test_damaged_shards_are_detected_logged_and_re_encoded(tmp_path, tokenizer, caplog):
+    """A truncated shard used to be reused forever and give a raw ArrowInvalid on every read (#15)."""
+    import logging
+
+    from neuronforge.shards import ShardDamagedError, file_sha256
+
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    write_corpus(corpus, {"a.jsonl": 12, "b.jsonl": 6})
+    first = run(corpus, out, tokenizer, CountingEncoder())
+    listed = json.loads((out / SHARD_LIST).read_text())["files"]
+    assert set(listed) == set(first.shards)
+    for name in first.shards:  # the list records each shard's sha256 and row count
+        assert listed[name]["sha256"] == file_sha256(out / name)
+        assert listed[name]["rows"] == read_shards(out, names=[name]).num_rows
+    truncated, flipped = out / first.shards[0], out / first.shards[1]
+    truncated.write_bytes(truncated.read_bytes()[:-40])
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte off: only the sha256 can tell
+    flipped.write_bytes(bytes(data))
+
+    with pytest.raises(ShardDamagedError, match=rf"{truncated.name} is damaged or missing.*Materialize"):
+        read_shards(out, ["chunk_id"], first.shards)
+    with pytest.raises(ShardDamagedError, match=rf"{flipped.name} is damaged: sha256"):
+        read_shards(out, ["chunk_id"], [flipped.name], files=listed)
+
+    encoder = CountingEncoder()
+    with caplog.at_level(logging.WARNING):
+        second = encode_shards(
+            plan_shards(iter_documents(corpus), tokenizer, 64, 8, shard_chunks=10),
+            out,
+            "k1",
+            encoder,
+            logging.getLogger("shards"),
+        )
+    assert (second.repaired, second.reused, encoder.calls) == (2, len(first.shards) - 2, 2)
+    assert f"shard {truncated.name} is damaged (sha256" in caplog.text
+    assert f"shard {flipped.name} is damaged (sha256" in caplog.text
+    assert json.loads((out / SHARD_LIST).read_text())["files"] == listed  # the same bytes again
+    assert read_shards(out, ["chunk_id"], second.shards, files=listed).num_rows == second.chunks
+
+    # Without a shard list naming it (a run killed before writing one), a shard is judged by its footer and rows.
+    (out / SHARD_LIST).unlink()
+    truncated.write_bytes(truncated.read_bytes()[:-40])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        third = encode_shards(
+            plan_shards(iter_documents(corpus), tokenizer, 64, 8, shard_chunks=10),
+            out,
+            "k1",
+            CountingEncoder(),
+            logging.getLogger("shards"),
+        )
+    assert (third.repaired, third.reused) == (1, len(first.shards) - 1)
+    assert f"shard {truncated.name} is damaged (unreadable (ArrowInvalid" in caplog.text
