@@ -8,7 +8,7 @@ export DAGSTER_HOME     ?= $(NEURONFORGE_HOME)/dagster
 export HF_HUB_DISABLE_XET = 1
 export HF_HUB_DISABLE_TELEMETRY = 1
 
-.PHONY: setup run test test-fast lint ui hub hub-stop bench bench-peers gc setup-neuron test-numpy1 clean
+.PHONY: setup run test test-fast lint ui hub hub-stop bench bench-peers gc setup-neuron test-numpy1 defs clean
 
 setup: $(VENV)/.installed
 
@@ -34,22 +34,26 @@ setup-neuron:
 	$(VENV)/bin/neuronforge-validate --check-sdk
 	touch $(VENV)/.neuron-host $(VENV)/.installed
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster-local.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp deploy/dagster-local.yaml $@
+
+# dg runs the project's .venv; naming it as the active one keeps dg from warning that they differ.
+DG := VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/dg
 
 # Materialize every asset of the default pipeline on the embedded defaults (built-in models, stdlib corpus,
-# loopback Hub): no account, no network.
+# loopback Hub): no account, no network. Launched through the `neuronforge` code location (workspace.yaml), so the
+# run shows on the UI's Overview timeline and the default_pipeline job page (pipelines/launch.py says why).
 run: setup $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/dagster job execute -m pipelines.definitions -j default_pipeline
+	$(PY) -m pipelines.launch default_pipeline
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Everything CI runs: lint, definitions validation, unit + slow + end-to-end + UI tests.
+# Everything CI runs: lint, `dg check defs` (the definitions load and validate), unit + slow + end-to-end + UI tests.
 test: lint $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+	$(DG) check defs
 	$(PY) -m pytest -q -rs
 
 # The quick loop while developing: no whole-pipeline or browser tests.
@@ -73,6 +77,10 @@ test-numpy1: $(NUMPY1_VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 ui: setup $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1
+
+# What the code location defines (assets, checks, jobs, schedules, sensors, resources), from the `dg` CLI.
+defs: setup $(DAGSTER_HOME)/dagster.yaml
+	$(DG) list defs
 
 # The embedded Hub, detached, on its stable port (NEURONFORGE_HUB_PORT, default 8742): `make run` publishes there and
 # reuses it; repo pages at http://127.0.0.1:8742/<org>/<repo>. `make hub-stop` stops it.

@@ -117,7 +117,7 @@ def pipeline_rows(ctx: BenchContext, *, full: bool) -> tuple[list[Row], dict[str
         home = Path(tempfile.mkdtemp(prefix="pipeline-", dir=ctx.cache_dir))
         dagster_home = home / "dagster"
         dagster_home.mkdir(parents=True)
-        shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+        shutil.copy(REPO / "deploy" / "dagster-local.yaml", dagster_home / "dagster.yaml")
         seed_home(ctx, home, artifacts=not full)
         run_config: dict[str, Any] = {}
         corpus: dict[str, Any] = {"source": "built-in stdlib corpus (all documents)"}

@@ -15,7 +15,8 @@ from assets.publish import build_publish_asset
 from assets.retrieval import build_retrieval_eval
 from assets.source_models import build_source_model_asset
 from assets.sparse_index import build_sparse_index_asset, build_sparse_index_checks
-from neuronforge.registry import ModelSpec, Registry, load_registry
+from neuronforge.registry import ModelSpec, Registry
+from neuronforge.registry_snapshot import load_registry_or_last_valid
 from pipelines.schedules import build_schedules
 from pipelines.sensors import build_sensors
 from resources.backends import BackendResource
@@ -37,8 +38,10 @@ def default_resources() -> dict[str, object]:
     }
 
 
-def model_definitions(spec: ModelSpec) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
-    assets = [build_source_model_asset(spec), build_export_asset(spec), build_publish_asset(spec)]
+def model_definitions(
+    spec: ModelSpec, registry: Registry
+) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+    assets = [build_source_model_asset(spec, registry.path), build_export_asset(spec), build_publish_asset(spec)]
     checks = build_export_checks(spec)
     if spec.kind == "dense":
         assets.append(build_embeddings_asset(spec))
@@ -51,12 +54,23 @@ def model_definitions(spec: ModelSpec) -> tuple[list[dg.AssetsDefinition], list[
     return assets, checks
 
 
+def load_models() -> Registry:
+    """models.yaml (or NEURONFORGE_MODELS); while it is invalid, its last valid version, so a broken edit never takes
+    the code location down. The error is logged here, shown by models_yaml_sensor and by each model's
+    matches_models_yaml check."""
+    loaded = load_registry_or_last_valid(os.environ.get("NEURONFORGE_MODELS") or None)
+    if loaded.error:
+        kept = f"the last valid version ({loaded.snapshot})" if loaded.snapshot else "no models (no valid version yet)"
+        dg.get_dagster_logger().error(f"{loaded.error}; the code location loads {kept} until the file is fixed")
+    return loaded.registry
+
+
 def build_definitions(registry: Registry | None = None, resources: dict[str, object] | None = None) -> dg.Definitions:
-    registry = registry or load_registry(os.environ.get("NEURONFORGE_MODELS") or None)
+    registry = registry or load_models()
     assets, checks = build_retrieval_eval(registry)
     assets = [corpus, *assets]
     for spec in registry.models:
-        model_assets, model_checks = model_definitions(spec)
+        model_assets, model_checks = model_definitions(spec, registry)
         assets += model_assets
         checks += model_checks
     default_pipeline = dg.define_asset_job(

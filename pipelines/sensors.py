@@ -253,11 +253,11 @@ def build_models_yaml_sensor(registry: Registry) -> dg.SensorDefinition:
         try:
             on_disk = load_registry(registry.path, check_builtin_limits=False)
         except RegistryError as exc:
-            message = (
-                f"models.yaml is invalid; the loaded definitions keep the previous version until it is fixed: {exc}"
-            )
+            kept = f"its last valid version ({', '.join(registry.names)})" if registry.models else "no models"
+            message = f"models.yaml is invalid: {exc}. The code location keeps {kept} until the file is fixed"
             context.log.warning(message)
-            notes.append(message)
+            # No builds from a file mid-edit: the skip reason on the tick is where the error shows.
+            return finish([], [message], cursor, "")
         else:
             drift = registry_drift(registry, on_disk)
             if drift:

@@ -125,7 +125,7 @@ class Dagster:
 def dagster(tmp_path: Path) -> Iterator[Dagster]:
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    shutil.copy(REPO / "deploy" / "dagster-local.yaml", dagster_home / "dagster.yaml")
     port = free_port()
     env = {
         **os.environ,
