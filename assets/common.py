@@ -131,9 +131,27 @@ def png_markdown(figure: Any, alt: str) -> str:
 
 
 def after_upstream_passes() -> dg.AutomationCondition:
-    """Declarative automation for stages downstream of export: run when an upstream asset updates, but only once
-    its blocking checks (e.g. export parity with the reference library) have passed."""
-    return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    """Declarative automation for stages downstream of export: `eager()`, except that an upstream asset counts as
+    updated only when its data version changed, and only once its blocking checks (e.g. export parity) have passed.
+
+    Every stage's data version names its content (compile key, corpus fingerprint, content-addressed shards, the
+    Hub commit), so a no-op re-run — the same corpus re-read, 0 chunks encoded — triggers nothing downstream, while
+    plain eager() would re-run retrieval_eval after any new materialization of what it reads."""
+    condition = dg.AutomationCondition
+    deps_changed = condition.any_deps_match(
+        (condition.data_version_changed() & ~condition.executed_with_root_target()).with_label(
+            "data_version_changed_without_root"
+        )
+        | condition.will_be_requested()
+    ).with_label("any_deps_data_version_changed")
+    eager_on_change = (
+        condition.in_latest_time_window()
+        & (condition.newly_missing() | deps_changed).since_last_handled()
+        & ~condition.any_deps_missing()
+        & ~condition.any_deps_in_progress()
+        & ~condition.in_progress()
+    ).with_label("eager (on upstream data version change)")
+    return eager_on_change & condition.all_deps_blocking_checks_passed()
 
 
 def stage_asset(spec: ModelSpec, stage: str, *, reads_corpus: bool, kinds: set[str], description: str, **kwargs: Any):

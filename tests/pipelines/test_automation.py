@@ -30,9 +30,12 @@ def registry(tmp_path: Path) -> Registry:
     return load_registry(path, check_builtin_limits=False)
 
 
-def materialized(instance: dg.DagsterInstance, *keys: dg.AssetKey) -> None:
+def materialized(instance: dg.DagsterInstance, *keys: dg.AssetKey, version: str = "v1") -> None:
+    # Every materialization a run makes carries a data version (ours name their content); runless reports do too.
     for asset_key in keys:
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset_key))
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=asset_key, tags={"dagster/data_version": version})
+        )
 
 
 def test_the_running_automation_sensor_covers_every_asset(registry: Registry) -> None:
@@ -79,3 +82,31 @@ def test_a_failed_blocking_check_keeps_the_artifact_from_downstream_stages(regis
     )
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert result.total_requested == 0
+
+
+def test_a_no_op_rematerialization_triggers_nothing_downstream(registry: Registry) -> None:
+    """Same data version (same content) upstream → no downstream run; a new data version → one. Plain eager() would
+    re-run embeddings (and then retrieval_eval) after any new materialization of the corpus."""
+    defs = build_definitions(registry)
+    instance = dg.DagsterInstance.ephemeral()
+    corpus = dg.AssetKey("corpus")
+    retrieval = dg.AssetKey("retrieval_eval")
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    materialized(instance, corpus, dg.AssetKey(["tiny_dense", "source_model"]), EXPORT)
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(asset_key=EXPORT, check_name="matches_reference", passed=True)
+    )
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.get_num_requested(EMBEDDINGS) == 1  # first build
+    materialized(instance, EMBEDDINGS, PUBLISH, retrieval)  # ... which the requested run then made
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.total_requested == 0
+
+    materialized(instance, corpus)  # the corpus re-read, unchanged: same fingerprint, same data version
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.total_requested == 0
+
+    materialized(instance, corpus, version="v2")  # a file changed
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.get_num_requested(EMBEDDINGS) == 1
+    assert result.get_num_requested(PUBLISH) == 0
