@@ -37,6 +37,7 @@ setup-neuron:
 $(DAGSTER_HOME)/dagster.yaml: deploy/dagster-local.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp deploy/dagster-local.yaml $@
+	$(PY) -m pipelines.instance
 
 # dg runs the project's .venv; naming it as the active one keeps dg from warning that they differ.
 DG := VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/dg

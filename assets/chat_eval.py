@@ -56,16 +56,22 @@ def _turns(report: dict[str, Any]):
 
 def template_applied(report: dict[str, Any]) -> dg.AssetCheckResult:
     """Every prompt was rendered with the chat template and no template token leaked into a reply."""
-    problems = [f"{cid} turn {t['index']}: {f}" for cid, t in _turns(report) for f in t["failures"] if "template" in f]
+    turns = list(_turns(report))
+    problems = [f"{cid} turn {t['index']}: {f}" for cid, t in turns for f in t["failures"] if "template" in f]
     return dg.AssetCheckResult(
-        check_name="template_applied", passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)}
+        check_name="template_applied",
+        passed=not problems,
+        description=f"{len(turns)} turns rendered with the tokenizer's chat template; template problems: "
+        f"{len(problems)} (0 allowed){': ' + problems[0] if problems else ''}.",
+        metadata={"turns": len(turns), "problems": dg.MetadataValue.json(problems)},
     )
 
 
 def replies_well_formed(report: dict[str, Any]) -> dg.AssetCheckResult:
     """Every generated reply is non-empty and stopped at EOS or at its token limit."""
     problems = []
-    for cid, turn in _turns(report):
+    turns = list(_turns(report))
+    for cid, turn in turns:
         if turn["reply"] is None:
             problems.append(f"{cid} turn {turn['index']}: no reply ({'; '.join(turn['failures'])})")
         elif not turn["reply"].strip():
@@ -73,16 +79,24 @@ def replies_well_formed(report: dict[str, Any]) -> dg.AssetCheckResult:
         elif turn["stopped_at_eos"] is None:
             problems.append(f"{cid} turn {turn['index']}: unknown stop reason")
     return dg.AssetCheckResult(
-        check_name="replies_well_formed", passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)}
+        check_name="replies_well_formed",
+        passed=not problems,
+        description=f"{len(turns) - len(problems)} of {len(turns)} replies non-empty and stopped at EOS or their token "
+        f"limit; all must be{': ' + problems[0] if problems else ''}.",
+        metadata={"turns": len(turns), "problems": dg.MetadataValue.json(problems)},
     )
 
 
 def expectations_met(report: dict[str, Any]) -> dg.AssetCheckResult:
     """Every conversation meets its must_contain / must_not_contain / stop expectations (gates publish)."""
     failed = {c["id"]: c["failures"] for c in report["conversations"] if not c["passed"]}
+    total = len(report["conversations"])
+    first = next(iter(failed.items()), None)
     return dg.AssetCheckResult(
         check_name="expectations_met",
         passed=not failed,
+        description=f"{total - len(failed)} of {total} conversations met their must_contain / must_not_contain / stop "
+        f"expectations; all must{f' ({first[0]}: {first[1][0]})' if first and first[1] else ''}.",
         metadata={"conversations": len(report["conversations"]), "failed": dg.MetadataValue.json(failed)},
     )
 
@@ -101,10 +115,13 @@ def matches_golden_outputs(report: dict[str, Any]) -> dg.AssetCheckResult:
             description=f"Not evaluated: the golden replies were {why}.",
             metadata={"evaluated": False, "golden": golden["path"], "recorded_now": golden["recorded"]},
         )
+    compared = sum(len(c["turns"]) for c in report["conversations"])
     return dg.AssetCheckResult(
         check_name="matches_golden_outputs",
         passed=not golden["differences"],
         severity=dg.AssetCheckSeverity.WARN,
+        description=f"Greedy replies against the golden replies in {Path(golden['path']).name}: "
+        f"{len(golden['differences'])} of {compared} turns differ (0 expected).",
         metadata={
             "golden": golden["path"],
             "recorded_now": golden["recorded"],
@@ -123,10 +140,16 @@ def latency_vs_last_run(report: dict[str, Any]) -> dg.AssetCheckResult:
             description="Not evaluated: this is the model's first evaluation on this data directory.",
             metadata={"evaluated": False, **{k: float(v) for k, v in report["latency"].items()}},
         )
+    latency = report["latency"]
+    regressions = report["latency_regressions"]
     return dg.AssetCheckResult(
         check_name="latency_vs_last_run",
-        passed=not report["latency_regressions"],
+        passed=not regressions,
         severity=dg.AssetCheckSeverity.WARN,
+        description=f"tokens/s {latency['tokens_per_s']:.1f}, TTFT {latency['ttft_ms']:.0f} ms, inter-token "
+        f"{latency['itl_ms']:.1f} ms against the previous evaluation {report['previous_record']}, tolerance "
+        f"{report.get('latency_tolerance', 0.5):.0%}: {len(regressions)} regression(s)"
+        f"{' (' + str(regressions[0]) + ')' if regressions else ''}.",
         metadata={
             "regressions": dg.MetadataValue.json(report["latency_regressions"]),
             "previous_record": report["previous_record"],
@@ -167,7 +190,7 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         spec,
         "chat_smoke_eval",
         reads_corpus=False,
-        kinds={"pytorch", "neuron"},
+        kinds=set(),  # the backend the model runs on (stage_asset adds it)
         check_specs=chat_check_specs(key),
         description="Single- and multi-turn conversations through the exported model with its chat template and "
         "history truncated to the static sequence_length; TTFT, inter-token latency and tokens/s per conversation.",
@@ -209,6 +232,7 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
 
         # Latency is compared with the last evaluation of this model on this host, whatever its inputs.
         previous = storage.current_record(key)
+        report["latency_tolerance"] = config.latency_tolerance
         report["latency_regressions"] = (
             chat.latency_regressions(result.latency(), previous["latency"], config.latency_tolerance)
             if previous is not None

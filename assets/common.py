@@ -1,5 +1,6 @@
 """Small pieces every model-running asset shares."""
 
+import glob
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +110,29 @@ def replica_metadata(run: "ShardRun") -> dict[str, Any]:
     }
 
 
+# What the UI shows for each backend: Dagster has icons for `pytorch` and `aws` (Neuron is AWS's), none for onnx.
+KINDS_BY_BACKEND = {"neuron": {"neuron", "aws"}, "onnx": {"onnx"}, "torch": {"pytorch"}}
+
+
+def load_time_backend(spec: ModelSpec) -> str:
+    """The backend the model resolves to on this host, judged when the definitions load — from device nodes, without
+    importing torch or the Neuron SDK (definitions must load in seconds; the step itself asks BackendResource):
+    neuron with a /dev/neuronN, torch with an NVIDIA device or for chat models, otherwise onnx."""
+    name = spec.backend
+    if name == "auto":
+        if glob.glob("/dev/neuron[0-9]*"):
+            name = "neuron"
+        elif Path("/dev/nvidia0").exists() or spec.kind == "chat":
+            name = "torch"
+        else:
+            name = "onnx"
+    return "torch" if spec.kind == "chat" and name == "onnx" else name
+
+
+def backend_kinds(spec: ModelSpec) -> set[str]:
+    return set(KINDS_BY_BACKEND[load_time_backend(spec)])
+
+
 def cores_needed(spec: ModelSpec, manifest: dict[str, Any]) -> int:
     """A Neuron artifact runs on the cores it was compiled for; other backends take one slot."""
     return spec.tensor_parallel_size if manifest["backend"] == "neuron" else 1
@@ -157,13 +181,15 @@ def after_upstream_passes() -> dg.AutomationCondition:
 def stage_asset(spec: ModelSpec, stage: str, *, reads_corpus: bool, kinds: set[str], description: str, **kwargs: Any):
     """The `@dg.asset` of a model's downstream stage (embeddings, sparse index, chat evaluation): keyed
     `<model>/<stage>` in the model's group, after its export (and the corpus), in the `neuron` pool since it runs the
-    model, and run by declarative automation once the blocking checks of what it reads have passed."""
+    model, and run by declarative automation once the blocking checks of what it reads have passed. Its kinds are the
+    stage's own plus the backend's the model runs on (`load_time_backend`); its owners the model's."""
     deps = [dg.AssetKey("corpus")] if reads_corpus else []
     return dg.asset(
         key=[spec.name, stage],
         deps=[*deps, dg.AssetKey([spec.name, "export"])],
         group_name=spec.name,
-        kinds=kinds,
+        kinds=kinds | backend_kinds(spec),
+        owners=list(spec.owners),
         pool="neuron",
         automation_condition=after_upstream_passes(),
         description=description,

@@ -8,7 +8,7 @@ from resources.storage import StorageResource, record_metadata
 
 @dg.asset(
     key="corpus",
-    group_name="retrieval",
+    group_name="corpus",  # its own group, first: the group graph reads corpus → models → retrieval
     kinds={"python", "json"},
     description="A BEIR-format corpus: the configured source, or the built-in one made of stdlib docstrings "
     "(the summary sentence of each docstring is a query whose answer is the rest of it).",

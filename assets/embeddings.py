@@ -119,15 +119,24 @@ def build_embeddings_checks(spec: ModelSpec) -> list[dg.AssetChecksDefinition]:
         modules = record.path_of("source_path") / "modules.json"
         normalises = modules.is_file() and "Normalize" in modules.read_text()
         unit = bool(np.allclose(norms, 1.0, atol=1e-3)) if normalises else True
+        max_norm_error = float(np.abs(norms - 1).max()) if norms.size else 0.0
+        passed = table.num_rows == listed == unique_ids and finite and unit
+        norm_clause = (
+            f"max |norm - 1| = {max_norm_error:.2g} (≤ 1e-3 required: the model normalises)"
+            if normalises
+            else "norms not judged (the model does not normalise)"
+        )
         return dg.AssetCheckResult(
-            passed=table.num_rows == listed == unique_ids and finite and unit,
+            passed=passed,
+            description=f"{table.num_rows} embedding rows for {listed} listed chunks ({unique_ids} unique ids; all "
+            f"three must be equal), {'all' if finite else 'NOT all'} finite, {norm_clause}.",
             metadata={
                 "rows": table.num_rows,
                 "chunks_listed": listed,
                 "unique_chunk_ids": unique_ids,
                 "finite": finite,
                 "model_normalises": normalises,
-                "max_norm_error": float(np.abs(norms - 1).max()) if norms.size else 0.0,
+                "max_norm_error": max_norm_error,
                 "record_key": record.key,
             },
         )

@@ -4,7 +4,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.common import cores_needed
+from assets.common import backend_kinds, cores_needed
 from neuronforge.export import export_artifact, export_code_version, manifest_summary
 from neuronforge.parity import PARITY_TEXTS
 from neuronforge.registry import ModelSpec
@@ -22,13 +22,12 @@ def manifest_markdown(manifest: dict[str, Any]) -> str:
 
 
 def build_export_asset(spec: ModelSpec) -> dg.AssetsDefinition:
-    kinds = {"neuron", "onnx"} if spec.kind != "chat" else {"neuron", "pytorch"}
-
     @dg.asset(
         key=[spec.name, "export"],
         deps=[dg.AssetKey([spec.name, "source_model"])],
         group_name=spec.name,
-        kinds=kinds,
+        kinds=backend_kinds(spec),
+        owners=list(spec.owners),
         pool="neuron",
         code_version=export_code_version(spec),
         description=f"Static-shape artifact (batch {spec.batch_size} × seq {spec.sequence_length}) with manifest.json",

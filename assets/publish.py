@@ -36,6 +36,7 @@ def build_publish_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         deps=deps,
         group_name=spec.name,
         kinds={"huggingface"},
+        owners=list(spec.owners),
         automation_condition=after_upstream_passes(),
         description="The artifact and its model card in a Hub repository, tagged with the compile key (idempotent). "
         "An encoder whose parity was never measured waits (is not materialized) unless publish_unverified is set.",

@@ -68,6 +68,7 @@ def build_source_model_asset(spec: ModelSpec, registry_path: Path = DEFAULT_REGI
         key=key,
         group_name=spec.name,
         kinds={"huggingface"},
+        owners=list(spec.owners),
         code_version=stable_hash({"source": spec.source, "revision": spec.revision}),
         description=f"{spec.source}" + (f" @ {spec.revision}" if spec.revision else "") + f" — {spec.description}",
         tags={"model_kind": spec.kind},

@@ -49,7 +49,10 @@ KNOWN_FIELDS = {
     "trust_remote_code",
     "publish_unverified",
     "description",
+    "owners",
 }
+# Dagster's owner forms: a person's email, or a team.
+OWNER_PATTERN = re.compile(r"^(team:[A-Za-z0-9_.-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
 
 
 class RegistryError(ValueError):
@@ -80,6 +83,7 @@ class ModelSpec:
     # Publish an artifact whose parity was never measured on a host that can run it (shown on its card).
     publish_unverified: bool = False
     description: str = ""
+    owners: tuple[str, ...] = ()  # who to ask about this model's assets: emails or team:<name>
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -198,6 +202,16 @@ def parse_entry(path: Path, raw: Any, defaults: dict[str, Any], index: int) -> M
     unverified = entry.get("publish_unverified", False)
     if not isinstance(unverified, bool):
         raise _fail(path, model, "publish_unverified", f"must be true or false, got {unverified!r}")
+    owners = entry.get("owners", [])
+    if isinstance(owners, str):
+        owners = [owners]
+    bad = (
+        [o for o in owners if not isinstance(o, str) or not OWNER_PATTERN.match(o)]
+        if isinstance(owners, list)
+        else [owners]
+    )
+    if bad:
+        raise _fail(path, model, "owners", f"{bad[0]!r} is not an owner; write a list of emails or team:<name>")
 
     base_model = entry.get("base_model")
     if base_model is None:
@@ -223,6 +237,7 @@ def parse_entry(path: Path, raw: Any, defaults: dict[str, Any], index: int) -> M
         trust_remote_code=trust,
         publish_unverified=unverified,
         description=str(entry.get("description", "")),
+        owners=tuple(owners),
     )
 
 

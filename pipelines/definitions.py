@@ -67,8 +67,10 @@ def load_models() -> Registry:
 
 def build_definitions(registry: Registry | None = None, resources: dict[str, object] | None = None) -> dg.Definitions:
     registry = registry or load_models()
-    assets, checks = build_retrieval_eval(registry)
-    assets = [corpus, *assets]
+    shared, checks = build_retrieval_eval(registry)
+    # The shared stages answer to everyone whose models read them.
+    owners = sorted({owner for spec in registry.models for owner in spec.owners})
+    assets = list(dg.map_asset_specs(lambda spec: spec.replace_attributes(owners=owners), [corpus, *shared]))
     for spec in registry.models:
         model_assets, model_checks = model_definitions(spec, registry)
         assets += model_assets

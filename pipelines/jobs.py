@@ -14,7 +14,7 @@ import dagster as dg
 from neuronforge.registry import ModelSpec, Registry
 from resources.storage import StorageResource
 
-RECOMPILE_JOB = "recompile_models"
+RECOMPILE_PREFIX = "recompile_"
 CORPUS_REFRESH_JOB = "corpus_refresh"
 CHAT_EVAL_JOB = "chat_eval"
 
@@ -49,16 +49,25 @@ def corpus_refresh_keys(registry: Registry, storage: StorageResource) -> tuple[l
     return keys, [m.name for m in retrieval if m not in exported]
 
 
+def recompile_job_name(spec: ModelSpec) -> str:
+    return f"{RECOMPILE_PREFIX}{spec.name}"
+
+
 # Cached: the sensors and schedules that target a job must share one definition of it.
 @functools.cache
-def recompile_job(registry: Registry) -> dg.UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(
-        RECOMPILE_JOB,
-        selection=dg.AssetSelection.assets(*(key for spec in registry.models for key in recompile_keys(spec))),
-        description="Recompile models (source_model → export → stage → publish); launched by the upstream-revision, "
-        "toolchain and models.yaml sensors with only the affected models selected.",
-        tags={"neuronforge/job": RECOMPILE_JOB},
-    )
+def recompile_jobs(registry: Registry) -> list[dg.UnresolvedAssetJobDefinition]:
+    """One recompile job per model, so a run (and each row of a sensor's preview, which shows only the job's name)
+    says which model it rebuilds: recompile_<model>."""
+    return [
+        dg.define_asset_job(
+            recompile_job_name(spec),
+            selection=dg.AssetSelection.assets(*recompile_keys(spec)),
+            description=f"Recompile {spec.name} (source_model → export → {stage_key(spec).path[-1]} → publish); "
+            "launched by the upstream-revision, toolchain and models.yaml sensors.",
+            tags={"neuronforge/job": "recompile", "neuronforge/model": spec.name},
+        )
+        for spec in registry.models
+    ]
 
 
 @functools.cache

@@ -28,7 +28,7 @@ from neuronforge.drift import COMMIT_SHA, describe_versions, registry_drift, spe
 from neuronforge.export import export_key
 from neuronforge.records import StageRecord
 from neuronforge.registry import ModelSpec, Registry, RegistryError, load_registry
-from pipelines.jobs import corpus_refresh_job, corpus_refresh_keys, recompile_job, recompile_keys
+from pipelines.jobs import corpus_refresh_job, corpus_refresh_keys, recompile_job_name, recompile_jobs, recompile_keys
 from resources.backends import BackendResource
 from resources.corpus import CorpusResource
 from resources.storage import StorageResource
@@ -123,7 +123,7 @@ def build_upstream_revision_sensor(registry: Registry) -> dg.SensorDefinition:
 
     @dg.sensor(
         name="upstream_revision_sensor",
-        job=recompile_job(registry),
+        jobs=recompile_jobs(registry) or None,
         minimum_interval_seconds=300,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Recompiles a Hub-sourced model when its branch in models.yaml moves to a new commit on "
@@ -167,6 +167,7 @@ def build_upstream_revision_sensor(registry: Registry) -> dg.SensorDefinition:
             run_requests.append(
                 dg.RunRequest(
                     run_key=key,
+                    job_name=recompile_job_name(spec),
                     asset_selection=recompile_keys(spec),
                     tags={**model_tags("upstream_revision", spec), "neuronforge/revision": sha},
                 )
@@ -183,7 +184,7 @@ def build_upstream_revision_sensor(registry: Registry) -> dg.SensorDefinition:
 def build_toolchain_sensor(registry: Registry) -> dg.SensorDefinition:
     @dg.sensor(
         name="toolchain_sensor",
-        job=recompile_job(registry),
+        jobs=recompile_jobs(registry) or None,
         minimum_interval_seconds=600,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Recompiles exported models when the installed compiler/runtime versions (neuronx-cc, "
@@ -220,6 +221,7 @@ def build_toolchain_sensor(registry: Registry) -> dg.SensorDefinition:
             run_requests.append(
                 dg.RunRequest(
                     run_key=key,
+                    job_name=recompile_job_name(spec),
                     # The source is unchanged: recompile from the resolved model already on disk.
                     asset_selection=recompile_keys(spec, include_source=False),
                     tags={**model_tags("toolchain", spec), "neuronforge/toolchain": describe_versions(changes)[:200]},
@@ -234,7 +236,7 @@ def build_toolchain_sensor(registry: Registry) -> dg.SensorDefinition:
 def build_models_yaml_sensor(registry: Registry) -> dg.SensorDefinition:
     @dg.sensor(
         name="models_yaml_sensor",
-        job=recompile_job(registry),
+        jobs=recompile_jobs(registry) or None,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Says when models.yaml differs from the loaded definitions (a new model needs a code-location "
@@ -292,6 +294,7 @@ def build_models_yaml_sensor(registry: Registry) -> dg.SensorDefinition:
             run_requests.append(
                 dg.RunRequest(
                     run_key=key,
+                    job_name=recompile_job_name(spec),
                     asset_selection=recompile_keys(spec),
                     tags={**model_tags("models_yaml", spec), "neuronforge/reason": reason[:200]},
                 )

@@ -136,3 +136,18 @@ def test_other_models_must_state_their_sequence_length(tmp_path, entry, words):
     with pytest.raises(RegistryError, match=r"model 'm', field 'sequence_length': is missing; ") as err:
         load_registry(path)
     assert words in str(err.value) and "max_seq_length" in str(err.value)
+
+
+@pytest.mark.parametrize("owners", ["[team:search, ana@example.com]", "team:search"])
+def test_owners_are_emails_or_teams(tmp_path, owners):
+    registry = load_registry(write(tmp_path, GOOD.replace("  target: inf2", f"  target: inf2\n  owners: {owners}")))
+    assert (
+        "team:search" in registry.get("minilm").owners
+        and registry.get("remote").owners == registry.get("minilm").owners
+    )
+
+
+def test_a_bad_owner_names_the_field(tmp_path):
+    path = write(tmp_path, GOOD.replace("    batch_size: 8\n", "    batch_size: 8\n    owners: [search team]\n", 1))
+    with pytest.raises(RegistryError, match=r"model 'minilm', field 'owners': 'search team' is not an owner"):
+        load_registry(path)
