@@ -305,6 +305,8 @@ def test_models_yaml_sensor_builds_a_never_exported_model_once(
     requests, _, cursor = tick(defs, "models_yaml_sensor", instance, None, resources)
     assert [r.tags["neuronforge/model"] for r in requests] == ["tiny_hub"]
     assert requests[0].tags["neuronforge/reason"] == "never exported"
+    # One job per model: the run, and its row in the sensor's preview (which shows only the job), name the model.
+    assert requests[0].job_name == "recompile_tiny_hub"
     requests, _, _ = tick(defs, "models_yaml_sensor", instance, cursor, resources)
     assert requests == []
 
