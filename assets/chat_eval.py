@@ -16,6 +16,7 @@ from assets.common import cores_needed, exported_artifact, stage_asset
 from neuronforge.artifacts import sha256_file, stable_hash
 from neuronforge.chat import DEFAULT_SUITE, GenerationOptions
 from neuronforge.paths import REPO_ROOT
+from neuronforge.progress import Progress
 from neuronforge.registry import ModelSpec
 from resources.devices import NeuronResource
 from resources.storage import StorageResource, record_metadata
@@ -215,7 +216,8 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             # The backend that loaded the model owns its token loop (neuron: optimum-neuron's decoder contract).
             generator = get_backend(manifest["backend"]).load_generator(artifact_dir, manifest)
             context.log.info(f"{spec.name}: {len(conversations)} conversations from {config.suite}")
-            result = chat.run_suite(generator, conversations, options=options)
+            with Progress(f"{spec.name}/chat_smoke_eval", "conversations", len(conversations), context.log) as progress:
+                result = chat.run_suite(generator, conversations, options=options, progress=progress)
         report: dict[str, Any] = result.to_json()
 
         # Golden replies only mean something for deterministic decoding.

@@ -64,28 +64,34 @@ def encode_stage_shards(
     manifest: dict[str, Any],
     source: Path,
     out_dir: Path,
+    total_documents: int | None = None,
 ) -> tuple["ShardRun", Any, Any]:
     """Encode the corpus `source` into `out_dir` with the artifact, on `data_parallel` replicas of the model over
     the cores it leases (neuronforge.data_parallel.encode_corpus_shards); returns the run, the lease and the
-    tokenizer the shards were cut with. The step process loads no model unless it encodes in-process itself."""
+    tokenizer the shards were cut with. The step process loads no model unless it encodes in-process itself.
+    Progress lines (done/total chunks, rate, ETA) at least every 10 s; the total is estimated from `total_documents`."""
     from transformers import AutoTokenizer
 
     from neuronforge.data_parallel import ArtifactShardEncoder, encode_corpus_shards
+    from neuronforge.progress import Progress
 
     tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
     shards = corpus.plan_shards(source, tokenizer, int(manifest["shapes"]["sequence_length"]))
-    run, lease = encode_corpus_shards(
-        shards,
-        out_dir,
-        manifest["compile_key"],
-        ArtifactShardEncoder(str(artifact_dir)),
-        allocator=neuron.allocator(),
-        holder=f"{spec.name}/{context.asset_key.path[-1]} run {context.run_id[:8]}",
-        cores_per_replica=cores_needed(spec, manifest),
-        data_parallel=spec.data_parallel,
-        pool_slots=neuron_pool_slots(context),
-        log=context.log,
-    )
+    with Progress(f"{spec.name}/{context.asset_key.path[-1]}", "chunks", None, context.log) as progress:
+        run, lease = encode_corpus_shards(
+            shards,
+            out_dir,
+            manifest["compile_key"],
+            ArtifactShardEncoder(str(artifact_dir)),
+            allocator=neuron.allocator(),
+            holder=f"{spec.name}/{context.asset_key.path[-1]} run {context.run_id[:8]}",
+            cores_per_replica=cores_needed(spec, manifest),
+            data_parallel=spec.data_parallel,
+            pool_slots=neuron_pool_slots(context),
+            log=context.log,
+            progress=progress,
+            total_documents=total_documents,
+        )
     return run, lease, tokenizer
 
 

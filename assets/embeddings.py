@@ -60,7 +60,9 @@ def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         artifact_dir, manifest = exported.path_of("artifact_dir"), read_manifest(exported.path_of("artifact_dir"))
         source = corpus_record.path_of("path")
         out_dir = storage.stage_dir("corpus_embeddings", spec.name)
-        run, lease, _ = encode_stage_shards(context, spec, neuron, corpus, artifact_dir, manifest, source, out_dir)
+        run, lease, _ = encode_stage_shards(
+            context, spec, neuron, corpus, artifact_dir, manifest, source, out_dir, corpus_record.get("documents")
+        )
         vectors = dense_matrix(read_shards(out_dir, ["vector"], run.shards))
         norms = np.linalg.norm(vectors, axis=1)
         record = storage.write_record(

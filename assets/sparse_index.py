@@ -46,7 +46,7 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         source = corpus_record.path_of("path")
         shard_dir = storage.stage_dir("sparse_index", spec.name) / "shards"
         run, lease, tokenizer = encode_stage_shards(
-            context, spec, neuron, corpus, artifact_dir, manifest, source, shard_dir
+            context, spec, neuron, corpus, artifact_dir, manifest, source, shard_dir, corpus_record.get("documents")
         )
 
         started = time.perf_counter()

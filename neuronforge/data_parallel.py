@@ -38,6 +38,7 @@ import pyarrow as pa
 
 from neuronforge.corpus.chunking import Chunk
 from neuronforge.devices import CoreAllocator, CoreLease
+from neuronforge.progress import Progress
 from neuronforge.shards import Shard, ShardBook, ShardRun, write_table_atomic
 
 logger = logging.getLogger(__name__)
@@ -243,6 +244,8 @@ def encode_shards_parallel(
     remove_stale: bool = True,
     max_attempts: int = 3,
     start_when_ready: bool = False,
+    progress: Progress | None = None,
+    total_documents: int | None = None,
 ) -> ShardRun:
     """Encode every shard not already on disk intact on one worker process per replica; see the module docstring.
 
@@ -251,7 +254,7 @@ def encode_shards_parallel(
     if not replicas:
         raise ValueError("encode_shards_parallel needs at least one replica")
     log = log or logger
-    book = ShardBook(out_dir, key, log)
+    book = ShardBook(out_dir, key, log, progress, total_documents)
     source = iter(shards)
     pending: collections.deque[tuple[int, str, Shard, int]] = collections.deque()
     exhausted, seq = False, 0
@@ -358,6 +361,8 @@ def encode_corpus_shards(
     pool_slots: int = 1,
     log: logging.Logger | None = None,
     remove_stale: bool = False,
+    progress: Progress | None = None,
+    total_documents: int | None = None,
 ) -> tuple[ShardRun, CoreLease]:
     """Lease cores for `data_parallel` replicas (see `replica_request`) and encode `shards` on them.
 
@@ -375,7 +380,16 @@ def encode_corpus_shards(
             from neuronforge.shards import encode_shards
 
             encode = factory.load(0)
-            run = encode_shards(shards, out_dir, key, encode, log, remove_stale=remove_stale)
+            run = encode_shards(
+                shards,
+                out_dir,
+                key,
+                encode,
+                log,
+                remove_stale=remove_stale,
+                progress=progress,
+                total_documents=total_documents,
+            )
             run.replicas = [
                 {
                     "replica": 0,
@@ -392,5 +406,15 @@ def encode_corpus_shards(
             return run, lease
         replicas = plan_replicas(lease, cores_per_replica, request.cpu_workers, cpus)
         log.info(f"{holder}: {len(replicas)} replicas on {', '.join(r.cores for r in replicas)}")
-        run = encode_shards_parallel(shards, out_dir, key, factory, replicas, log, remove_stale=remove_stale)
+        run = encode_shards_parallel(
+            shards,
+            out_dir,
+            key,
+            factory,
+            replicas,
+            log,
+            remove_stale=remove_stale,
+            progress=progress,
+            total_documents=total_documents,
+        )
         return run, lease

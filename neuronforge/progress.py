@@ -116,7 +116,8 @@ class Progress:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(timeout=5)
-        if exc_type is None and self.log is not None:
+        # A closing line when there was something to report (a step that finished in a blink says nothing).
+        if exc_type is None and self.log is not None and (self.done or self.last_line > self.started):
             self.log.info(f"{self.line()} — done")
 
     def _tick(self) -> None:

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from neuronforge.artifacts import stable_hash, write_bytes_atomic, write_json_atomic
 from neuronforge.corpus.chunking import Chunk, chunk_document, content_budget
 from neuronforge.corpus.readers import BadInputPolicy, Document, iter_documents
+from neuronforge.progress import Progress
 
 SHARD_LIST = "shards.json"
 
@@ -161,8 +162,18 @@ class ShardBook:
     """The bookkeeping both encoders share: which planned shards are already on disk and intact, what was encoded,
     and the shard list written at the end."""
 
-    def __init__(self, out_dir: Path, key: str, log: logging.Logger | None = None):
+    def __init__(
+        self,
+        out_dir: Path,
+        key: str,
+        log: logging.Logger | None = None,
+        progress: Progress | None = None,
+        total_documents: int | None = None,
+    ):
         self.out_dir, self.key, self.log = out_dir, key, log
+        # With `progress`, shards already on disk count as done (not in the rate), and the chunk total is estimated
+        # from the documents planned so far against `total_documents` (the corpus's count).
+        self.progress, self.total_documents = progress, total_documents
         out_dir.mkdir(parents=True, exist_ok=True)
         self.run = ShardRun()
         self._docs: set[str] = set()
@@ -174,6 +185,7 @@ class ShardBook:
         self.run.shards.append(name)
         self.run.chunks += len(shard.chunks)
         self._docs.update(c.doc_id for c in shard.chunks)
+        self._estimate_total()
         path = self.out_dir / name
         if not path.is_file():
             return name
@@ -182,6 +194,8 @@ class ShardBook:
         if info is not None:
             self.run.files[name] = info
             self.run.reused += 1
+            if self.progress is not None:
+                self.progress.advance(len(shard.chunks), skipped=True)
             return None
         if self.log is not None:
             self.log.warning(f"shard {name} is damaged ({problem}): encoding it again")
@@ -189,10 +203,21 @@ class ShardBook:
         self.run.repaired += 1
         return name
 
+    def _estimate_total(self) -> None:
+        if self.progress is None or not self.total_documents:
+            return
+        # A document's chunks all go to one shard, so chunks/document so far is a fair estimate.
+        seen, chunks = len(self._docs), self.run.chunks
+        estimate = max(chunks, round(chunks / max(1, seen) * self.total_documents))
+        self.progress.set_total(estimate, approximate=seen < self.total_documents)
+        self.progress.set_note(f"{seen:,}/{self.total_documents:,} documents, shard {len(self.run.shards)}")
+
     def encoded(self, name: str, info: dict[str, Any], chunks: int) -> None:
         self.run.files[name] = info
         self.run.encoded_chunks += chunks
-        if self.log is not None:
+        if self.progress is not None:
+            self.progress.advance(chunks)
+        elif self.log is not None:
             done = len(self.run.files)
             self.log.info(
                 f"shard {done}/{len(self.run.shards)} listed: {self.run.chunks} chunks so far ({self.run.reused} "
@@ -231,11 +256,13 @@ def encode_shards(
     log: logging.Logger | None = None,
     *,
     remove_stale: bool = True,
+    progress: Progress | None = None,
+    total_documents: int | None = None,
 ) -> ShardRun:
     """Encode, in this process, every shard not already on disk intact; then list the current shards and (unless
     `remove_stale` is off) drop the others. Stages whose records name their shards keep the others: another record
-    may still name them."""
-    book = ShardBook(out_dir, key, log)
+    may still name them. With `progress`, see ShardBook."""
+    book = ShardBook(out_dir, key, log, progress, total_documents)
     for shard in shards:
         name = book.admit(shard)
         if name is None:

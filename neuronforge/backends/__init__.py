@@ -21,6 +21,7 @@ import numpy as np
 
 from neuronforge.artifacts import verify_manifest
 from neuronforge.backends.base import Backend, ExportResult, Runner, StaticShapeError, toolchain_versions
+from neuronforge.progress import Progress
 from neuronforge.registry import BACKENDS
 
 __all__ = [
@@ -120,22 +121,36 @@ class Encoder:
         return batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)
 
     def encode_batches(
-        self, texts: Sequence[str], *, truncate: bool = True, log: logging.Logger | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        log: logging.Logger | None = None,
+        progress: Progress | None = None,
     ) -> Iterator[np.ndarray]:
-        """Yield one output array per static batch, in input order."""
+        """Yield one output array per static batch, in input order (advancing `progress` by each batch's texts)."""
         total = len(texts)
         started = time.perf_counter()
         for start in range(0, total, self.batch_size):
             ids, mask = self.tokenize(texts[start : start + self.batch_size], truncate=truncate)
             yield self.runner.run(ids, mask)
             done = min(start + self.batch_size, total)
+            if progress is not None:
+                progress.advance(done - start)
             if log is not None and (done == total or (start // self.batch_size) % 50 == 49):
                 rate = done / max(time.perf_counter() - started, 1e-9)
                 log.info(f"encoded {done}/{total} texts, {rate:.1f}/s, ETA {(total - done) / rate:.0f}s")
 
-    def encode(self, texts: Sequence[str], *, truncate: bool = True, log: logging.Logger | None = None) -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        log: logging.Logger | None = None,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
         """dense → [N, D] embeddings (normalised if the model normalises); sparse → [N, V] SPLADE activations."""
-        parts = list(self.encode_batches(texts, truncate=truncate, log=log))
+        parts = list(self.encode_batches(texts, truncate=truncate, log=log, progress=progress))
         if not parts:
             width = self.manifest.get("dimension") or 0
             return np.zeros((0, width), dtype=np.float32)

@@ -11,6 +11,7 @@ from neuronforge.chat.errors import ChatError
 from neuronforge.chat.generate import Generation, GenerationOptions, Generator
 from neuronforge.chat.prompt import budget_for, build_prompt, leaked_template_tokens, template_applied
 from neuronforge.chat.suite import Conversation, check_expectations
+from neuronforge.progress import Progress
 from neuronforge.shapes import StaticShapeError
 
 
@@ -195,14 +196,27 @@ class SuiteResult:
 
 
 def run_suite(
-    generator: Generator, conversations: Sequence[Conversation], *, options: GenerationOptions | None = None
+    generator: Generator,
+    conversations: Sequence[Conversation],
+    *,
+    options: GenerationOptions | None = None,
+    progress: Progress | None = None,
 ) -> SuiteResult:
-    """Every conversation through `generator`, after one untimed warm-up call (so no TTFT includes graph loading).
+    """Every conversation through `generator`, after one untimed warm-up call (so no TTFT includes graph loading);
+    `progress` (if given) advances by conversation and names the one running.
 
     Options the generator cannot honour are refused before anything runs.
     """
     options = options or GenerationOptions()
     generator.check_options(options)
+    if progress is not None:
+        progress.set_note("warm-up call (untimed)")
     warm_up_s = generator.warm_up()
-    results = [run_conversation(generator, c, options=options) for c in conversations]
+    results = []
+    for conversation in conversations:
+        if progress is not None:
+            progress.set_note(f"{conversation.id} ({len(conversation.turns)} turns)")
+        results.append(run_conversation(generator, conversation, options=options))
+        if progress is not None:
+            progress.advance(1)
     return SuiteResult(results, generator.sequence_length, options, warm_up_s)

@@ -450,7 +450,7 @@ def test_an_exports_checks_show_what_they_judged(browser: str, dagster: Dagster,
             browser,
             f"{dagster.url}/assets/{model}/export?view=checks",
             session.root / "chromium",
-            lambda h: all(n in texts_of(h) for n in export_checks),
+            lambda h, names=tuple(export_checks): all(n in texts_of(h) for n in names),
             screenshot=session.root / f"{model}-export-checks.png",
         )
         shown = normalized(" ".join(texts_of(html)))

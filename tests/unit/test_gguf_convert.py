@@ -104,7 +104,7 @@ def test_cached_conversion_converts_once_under_concurrency(tmp_path, monkeypatch
     calls = []
     inside = threading.Event()
 
-    def fake_convert(path, out_dir, *, dtype):
+    def fake_convert(path, out_dir, *, dtype, progress=None):
         calls.append(out_dir)
         inside.set()
         time.sleep(0.3)  # hold the lock long enough for the second worker to queue up behind it
