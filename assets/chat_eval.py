@@ -12,7 +12,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from assets.common import cores_needed, exported_artifact, stage_asset
+from assets.common import ROW_COUNT, cores_needed, exported_artifact, image, metadata_table, stage_asset
+from neuronforge import plots
 from neuronforge.artifacts import sha256_file, stable_hash
 from neuronforge.chat import DEFAULT_SUITE, GenerationOptions
 from neuronforge.paths import REPO_ROOT
@@ -181,6 +182,37 @@ def judge_report(report: dict[str, Any]) -> list[dg.AssetCheckResult]:
     return [judge(report) for judge, _ in CHAT_CHECKS]
 
 
+def conversations_table(result: Any) -> dg.MetadataValue:
+    columns = [
+        ("conversation", "string"),
+        ("turns", "int"),
+        ("prompt_tokens", "int"),
+        ("output_tokens", "int"),
+        ("ttft_ms", "float"),
+        ("itl_ms", "float"),
+        ("tokens_per_s", "float"),
+        ("passed", "bool"),
+        ("failures", "string"),
+    ]
+    rows = []
+    for c in result.conversations:
+        latency = c.latency()
+        rows.append(
+            [
+                c.id,
+                len(c.turns),
+                c.prompt_tokens,
+                c.output_tokens,
+                round(latency["ttft_ms"], 1),
+                round(latency["itl_ms"], 2),
+                round(latency["tokens_per_s"], 2),
+                bool(c.passed),
+                "; ".join(c.failures),
+            ]
+        )
+    return metadata_table(columns, rows)
+
+
 # ------------------------------------------------------------------------------------------------------- the asset
 
 
@@ -259,6 +291,14 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "itl_ms": latency["itl_ms"],
                 "warm_up_ms": round(1000 * (result.warm_up_s or 0.0), 1),
                 "summary": dg.MetadataValue.md(result.summary_markdown()),
+                ROW_COUNT: dg.MetadataValue.int(len(result.conversations)),
+                "conversations_table": conversations_table(result),
+                "latency_per_conversation": image(
+                    plots.latency_bars(
+                        [(c.id, c.latency()["ttft_ms"], c.latency()["tokens_per_s"]) for c in result.conversations]
+                    ),
+                    "TTFT and tokens/s per conversation",
+                ),
                 **record_metadata(record),
                 "golden": str(path),
                 **lease.metadata(),

@@ -144,20 +144,22 @@ def cores_needed(spec: ModelSpec, manifest: dict[str, Any]) -> int:
     return spec.tensor_parallel_size if manifest["backend"] == "neuron" else 1
 
 
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+ROW_COUNT = "dagster/row_count"  # the UI shows it beside the asset (catalog, asset page)
 
 
-def png_markdown(figure: Any, alt: str) -> str:
-    """Dagster has no image metadata type: embed the PNG as base64 in markdown."""
+def metadata_table(columns: list[tuple[str, str]], rows: list[list[Any]]) -> dg.MetadataValue:
+    """Tabular metadata as Dagster's table type, with a schema: columns are (name, type) with type one of
+    string, int, float, bool. The UI renders it as a sortable table."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in columns])
+    records = [dg.TableRecord(dict(zip([name for name, _ in columns], row, strict=True))) for row in rows]
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def image(png: bytes, alt: str) -> dg.MetadataValue:
+    """Dagster has no image metadata type: the PNG (≤ 30 kB, see neuronforge.plots) inline in markdown."""
     import base64
-    import io
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 def after_upstream_passes() -> dg.AutomationCondition:

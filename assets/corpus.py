@@ -60,6 +60,7 @@ def corpus(context: dg.AssetExecutionContext, storage: StorageResource, corpus: 
             **record_metadata(record),
             "path": dg.MetadataValue.path(str(source)),
             "documents": report.documents,
+            "dagster/row_count": dg.MetadataValue.int(report.documents),
             "queries": queries,
             "judged_queries": judged,
             "bad_records": report.bad,

@@ -3,39 +3,20 @@
 import dagster as dg
 
 from assets.common import (
+    ROW_COUNT,
     encode_stage_shards,
-    png_markdown,
+    image,
     replica_metadata,
     shard_record,
     stage_asset,
     upstream_records,
 )
+from neuronforge import plots
 from neuronforge.artifacts import read_manifest, stable_hash
 from neuronforge.registry import ModelSpec
 from resources.corpus import CorpusResource
 from resources.devices import NeuronResource
 from resources.storage import StorageResource, record_metadata
-
-
-def norm_histogram(norms) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    norms = np.asarray(norms, dtype=np.float64)
-    # Normalised models give norms within float32 rounding of 1.0: widen the range so the bins are finite.
-    low, high = (float(norms.min()), float(norms.max())) if norms.size else (0.0, 1.0)
-    if high - low < 1e-3:
-        low, high = low - 5e-4, high + 5e-4
-    figure, axis = plt.subplots(figsize=(5, 2.4))
-    axis.hist(norms, bins=40, range=(low, high), color="#4f43dd")
-    axis.set_xlabel("embedding L2 norm")
-    axis.set_ylabel("chunks")
-    markdown = png_markdown(figure, "embedding norm histogram")
-    plt.close(figure)
-    return markdown
 
 
 def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
@@ -63,8 +44,11 @@ def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         run, lease, _ = encode_stage_shards(
             context, spec, neuron, corpus, artifact_dir, manifest, source, out_dir, corpus_record.get("documents")
         )
-        vectors = dense_matrix(read_shards(out_dir, ["vector"], run.shards))
+        table = read_shards(out_dir, ["doc_id", "char_start", "char_end", "vector"], run.shards)
+        vectors = dense_matrix(table)
         norms = np.linalg.norm(vectors, axis=1)
+        lengths = np.asarray(table.column("char_end")) - np.asarray(table.column("char_start"))
+        sources = [plots.source_label(d) for d in table.column("doc_id").to_pylist()]
         record = storage.write_record(
             context.asset_key,
             # Shard names hash the compile key and every chunk: the same content always gives the same record.
@@ -92,7 +76,9 @@ def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "norm_min": float(norms.min()) if norms.size else 0.0,
                 "norm_mean": float(norms.mean()) if norms.size else 0.0,
                 "norm_max": float(norms.max()) if norms.size else 0.0,
-                "norm_histogram": dg.MetadataValue.md(norm_histogram(norms)),
+                ROW_COUNT: dg.MetadataValue.int(run.chunks),
+                "chunk_lengths": image(plots.chunk_length_histogram(lengths), "chunk length distribution"),
+                "projection": image(plots.projection(vectors, sources), "2-D projection of the embeddings by source"),
                 **replica_metadata(run),
                 **lease.metadata(),
             },

@@ -1,10 +1,11 @@
 """export: compile or export each model to a static-shape artifact with a manifest (neuron | onnx | torch)."""
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from assets.common import backend_kinds, cores_needed
+from assets.common import backend_kinds, cores_needed, metadata_table
 from neuronforge.export import export_artifact, export_code_version, manifest_summary
 from neuronforge.parity import PARITY_TEXTS
 from neuronforge.registry import ModelSpec
@@ -15,10 +16,16 @@ from resources.hub import HubResource
 from resources.storage import StorageResource, record_metadata
 
 
-def manifest_markdown(manifest: dict[str, Any]) -> str:
-    files = "\n".join(f"| `{name}` | `{digest[:16]}…` |" for name, digest in manifest["files"].items())
-    table = "\n".join(f"| {k} | {v} |" for k, v in manifest_summary(manifest))
-    return f"| field | value |\n|---|---|\n{table}\n\n| file | sha256 |\n|---|---|\n{files}\n"
+def manifest_files(artifact_dir: Path, manifest: dict[str, Any]) -> dg.MetadataValue:
+    rows = [
+        [
+            name,
+            round((artifact_dir / name).stat().st_size / 2**20, 3) if (artifact_dir / name).is_file() else 0.0,
+            digest,
+        ]
+        for name, digest in manifest["files"].items()
+    ]
+    return metadata_table([("file", "string"), ("size_mb", "float"), ("sha256", "string")], rows)
 
 
 def build_export_asset(spec: ModelSpec) -> dg.AssetsDefinition:
@@ -85,7 +92,8 @@ def build_export_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "origin": origin,
                 **compile_cache,
                 "size_mb": round(size / 2**20, 1),
-                "manifest": dg.MetadataValue.md(manifest_markdown(manifest)),
+                "manifest": metadata_table([("field", "string"), ("value", "string")], manifest_summary(manifest)),
+                "files": manifest_files(artifact_dir, manifest),
                 **lease.metadata(),
             },
             # The compile key (= the record key) is the data version: downstream stages go stale when it changes.

@@ -4,7 +4,8 @@ import time
 
 import dagster as dg
 
-from assets.common import after_upstream_passes, cores_needed, markdown_table
+from assets.common import ROW_COUNT, after_upstream_passes, cores_needed, image, metadata_table
+from neuronforge import plots
 from neuronforge.artifacts import read_manifest, stable_hash
 from neuronforge.registry import Registry
 from resources.corpus import CorpusResource
@@ -113,9 +114,10 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
             },
         )
         rows = [
-            [system, f"{m['ndcg@10']:.4f}", f"{m['recall@100']:.4f}", f"{m['mrr@10']:.4f}", m["queries"]]
+            [system, round(m["ndcg@10"], 4), round(m["recall@100"], 4), round(m["mrr@10"], 4), m["queries"]]
             for system, m in results.items()
         ]
+        columns = [("system", "string"), ("nDCG@10", "float"), ("Recall@100", "float"), ("MRR@10", "float")]
         metadata = {
             **record_metadata(record),
             "evaluated": True,
@@ -123,8 +125,10 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
             "qrels_split": split,
             **provenance,
             "rrf_k": corpus.rrf_k,
-            "results": dg.MetadataValue.md(
-                markdown_table(["system", "nDCG@10", "Recall@100", "MRR@10", "queries"], rows)
+            ROW_COUNT: dg.MetadataValue.int(len(rows)),  # one row per system
+            "results": metadata_table([*columns, ("queries", "int")], rows),
+            "ndcg_by_system": image(
+                plots.score_bars({s: m["ndcg@10"] for s, m in results.items()}, "nDCG@10"), "nDCG@10 per system"
             ),
         }
         # Every metric of every system as a number, so the UI can plot each one across runs.

@@ -5,8 +5,9 @@ import time
 import dagster as dg
 
 from assets.common import (
+    ROW_COUNT,
     encode_stage_shards,
-    markdown_table,
+    metadata_table,
     replica_metadata,
     shard_record,
     stage_asset,
@@ -96,7 +97,8 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "max_active_dims": manifest.get("options", {}).get("max_active_dims") or 0,
                 "index_size_mb": round(size / 2**20, 2),
                 "index_build_s": round(build_s, 3),
-                "top_tokens": dg.MetadataValue.md(markdown_table(["document", "top tokens"], examples)),
+                ROW_COUNT: dg.MetadataValue.int(run.chunks),
+                "top_tokens": metadata_table([("document", "string"), ("top tokens", "string")], examples),
                 **replica_metadata(run),
                 **lease.metadata(),
             },

@@ -157,7 +157,7 @@ def manifest_summary(manifest: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 # Registry fields that change what happens after the export, not the artifact.
-NOT_EXPORT_FIELDS = ("publish_unverified",)
+NOT_EXPORT_FIELDS = ("publish_unverified", "description", "owners")
 
 
 def export_code_version(spec: ModelSpec) -> str:
