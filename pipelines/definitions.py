@@ -15,6 +15,8 @@ from assets.publish import build_publish_asset
 from assets.retrieval import build_retrieval_eval
 from assets.source_models import build_source_model_asset
 from assets.sparse_index import build_sparse_index_asset, build_sparse_index_checks
+from neuronforge.paths import data_dir
+from neuronforge.quiet import route_third_party_output
 from neuronforge.registry import ModelSpec, Registry
 from neuronforge.registry_snapshot import load_registry_or_last_valid
 from pipelines.schedules import build_schedules
@@ -24,6 +26,9 @@ from resources.corpus import CorpusResource
 from resources.devices import NeuronResource
 from resources.hub import HubResource
 from resources.storage import StorageResource
+
+# Torch/transformers warnings and progress bars go to <data dir>/logs/third_party.log, not into every step's stderr.
+route_third_party_output(data_dir() / "logs")
 
 
 def default_resources() -> dict[str, object]:
