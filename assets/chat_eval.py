@@ -12,7 +12,16 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from assets.common import ROW_COUNT, cores_needed, exported_artifact, image, metadata_table, stage_asset
+from assets.common import (
+    ROW_COUNT,
+    code_version_metadata,
+    cores_needed,
+    exported_artifact,
+    image,
+    metadata_table,
+    stage_asset,
+    stage_inputs,
+)
 from neuronforge import plots
 from neuronforge.artifacts import sha256_file, stable_hash
 from neuronforge.chat import DEFAULT_SUITE, GenerationOptions
@@ -300,6 +309,7 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                     "TTFT and tokens/s per conversation",
                 ),
                 **record_metadata(record),
+                **code_version_metadata(context, stage_inputs("chat_smoke_eval")),
                 "golden": str(path),
                 **lease.metadata(),
             },

@@ -9,6 +9,8 @@ import dagster as dg
 from neuronforge.artifacts import read_manifest
 from neuronforge.records import StageRecord
 from neuronforge.registry import ModelSpec
+from neuronforge.stage_versions import STAGE_CODE, describe, describe_change
+from resources.corpus import CorpusResource
 from resources.storage import StorageResource
 
 if TYPE_CHECKING:
@@ -144,6 +146,66 @@ def cores_needed(spec: ModelSpec, manifest: dict[str, Any]) -> int:
     return spec.tensor_parallel_size if manifest["backend"] == "neuron" else 1
 
 
+# ------------------------------------------------------------------------------------- code versions, explained
+VERSIONED_STAGES = ("corpus", "corpus_embeddings", "sparse_index", "retrieval_eval", "chat_smoke_eval", "publish")
+
+
+def stage_inputs(stage: str, corpus: CorpusResource | None = None, spec: ModelSpec | None = None) -> dict[str, Any]:
+    """What changes a stage's output besides its upstream data: its code (neuronforge/stage_versions.py) and its
+    settings (corpus.yaml, models.yaml). The code version is their hash; the materialization describes them."""
+    code = STAGE_CODE
+    if stage in ("chat_smoke_eval", "publish"):
+        return {stage: code[stage]}
+    if corpus is None:
+        raise ValueError(f"the code version of {stage} depends on the corpus settings: pass the CorpusResource")
+    chunking = {
+        "chunking": code["chunking"],
+        "chunk_overlap": corpus.chunk_overlap,
+        "shard_chunks": corpus.shard_chunks,
+    }
+    if stage == "corpus":
+        return {
+            "corpus": code["corpus"],
+            "source": corpus.source or "builtin",
+            "bad_input": corpus.bad_input,
+            "max_doc_bytes": corpus.max_doc_bytes,
+            "min_body_chars": corpus.min_body_chars,
+        }
+    if stage == "corpus_embeddings":
+        return {"corpus_embeddings": code["corpus_embeddings"], **chunking}
+    if stage == "sparse_index":
+        return {
+            "sparse_index": code["sparse_index"],
+            **chunking,
+            "max_active_dims": spec.max_active_dims if spec else None,
+        }
+    if stage == "retrieval_eval":
+        return {
+            "retrieval_eval": code["retrieval_eval"],
+            "rrf_k": corpus.rrf_k,
+            "rrf_weights": dict(corpus.rrf_weights),
+        }
+    raise ValueError(f"no code-version inputs for stage {stage!r}")
+
+
+def code_version_metadata(context: dg.AssetExecutionContext, inputs: dict[str, Any]) -> dict[str, dg.MetadataValue]:
+    """The inputs of the code version and what changed since the asset's previous materialization."""
+    previous = context.instance.get_latest_materialization_event(context.asset_key)
+    entry = (
+        previous.asset_materialization.metadata.get(CODE_VERSION_INPUTS)
+        if previous and previous.asset_materialization
+        else None
+    )
+    before = entry.value if entry is not None and isinstance(entry.value, dict) else None
+    return {
+        CODE_VERSION_INPUTS: dg.MetadataValue.json(inputs),
+        "code_version_change": dg.MetadataValue.text(
+            f"{describe(inputs)} (since last: {describe_change(before, inputs)})"
+        ),
+    }
+
+
+CODE_VERSION_INPUTS = "code_version_inputs"
 ROW_COUNT = "dagster/row_count"  # the UI shows it beside the asset (catalog, asset page)
 
 

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.common import code_version_metadata, stage_inputs
 from resources.corpus import CorpusResource
 from resources.storage import StorageResource, record_metadata
 
@@ -58,6 +59,7 @@ def corpus(context: dg.AssetExecutionContext, storage: StorageResource, corpus: 
     return dg.MaterializeResult(
         metadata={
             **record_metadata(record),
+            **code_version_metadata(context, stage_inputs("corpus", corpus)),
             "path": dg.MetadataValue.path(str(source)),
             "documents": report.documents,
             "dagster/row_count": dg.MetadataValue.int(report.documents),

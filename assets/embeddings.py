@@ -4,11 +4,13 @@ import dagster as dg
 
 from assets.common import (
     ROW_COUNT,
+    code_version_metadata,
     encode_stage_shards,
     image,
     replica_metadata,
     shard_record,
     stage_asset,
+    stage_inputs,
     upstream_records,
 )
 from neuronforge import plots
@@ -65,6 +67,7 @@ def build_embeddings_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             data_version=dg.DataVersion(record.key),
             metadata={
                 **record_metadata(record),
+                **code_version_metadata(context, stage_inputs("corpus_embeddings", corpus, spec)),
                 "dir": dg.MetadataValue.path(str(out_dir)),
                 "documents": run.documents,
                 "chunks": run.chunks,

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import after_upstream_passes
+from assets.common import after_upstream_passes, code_version_metadata, stage_inputs
 from neuronforge.parity import publish_gate, verification_for
 from neuronforge.publish import PublishResult
 from neuronforge.registry import ModelSpec
@@ -59,7 +59,12 @@ def build_publish_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             {"repo_id": result.repo_id, "commit_sha": result.commit_sha, "tag": result.tag, "url": result.repo_url},
         )
         yield dg.MaterializeResult(
-            metadata={**publish_metadata(result), **record_metadata(record), "verified": gate.verified},
+            metadata={
+                **publish_metadata(result),
+                **record_metadata(record),
+                "verified": gate.verified,
+                **code_version_metadata(context, stage_inputs("publish")),
+            },
             data_version=dg.DataVersion(result.commit_sha),
         )
 

@@ -4,7 +4,15 @@ import time
 
 import dagster as dg
 
-from assets.common import ROW_COUNT, after_upstream_passes, cores_needed, image, metadata_table
+from assets.common import (
+    ROW_COUNT,
+    after_upstream_passes,
+    code_version_metadata,
+    cores_needed,
+    image,
+    metadata_table,
+    stage_inputs,
+)
 from neuronforge import plots
 from neuronforge.artifacts import read_manifest, stable_hash
 from neuronforge.registry import Registry
@@ -72,7 +80,13 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
             )
             return dg.MaterializeResult(
                 data_version=dg.DataVersion(record.key),
-                metadata={**record_metadata(record), "evaluated": False, "reason": reason, **provenance},
+                metadata={
+                    **record_metadata(record),
+                    **code_version_metadata(context, stage_inputs("retrieval_eval", corpus)),
+                    "evaluated": False,
+                    "reason": reason,
+                    **provenance,
+                },
             )
         split = "test" if "test" in splits else splits[0]
         qrels = load_qrels(source, split)
@@ -120,6 +134,7 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
         columns = [("system", "string"), ("nDCG@10", "float"), ("Recall@100", "float"), ("MRR@10", "float")]
         metadata = {
             **record_metadata(record),
+            **code_version_metadata(context, stage_inputs("retrieval_eval", corpus)),
             "evaluated": True,
             "queries": len(qids),
             "qrels_split": split,

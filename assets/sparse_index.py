@@ -6,11 +6,13 @@ import dagster as dg
 
 from assets.common import (
     ROW_COUNT,
+    code_version_metadata,
     encode_stage_shards,
     metadata_table,
     replica_metadata,
     shard_record,
     stage_asset,
+    stage_inputs,
     upstream_records,
 )
 from neuronforge.artifacts import read_manifest, stable_hash
@@ -86,6 +88,7 @@ def build_sparse_index_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             data_version=dg.DataVersion(record.key),
             metadata={
                 **record_metadata(record),
+                **code_version_metadata(context, stage_inputs("sparse_index", corpus, spec)),
                 "index_dir": dg.MetadataValue.path(str(index_dir)),
                 "documents": meta["documents"],
                 "chunks": run.chunks,

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.chat_eval import build_chat_eval_asset
+from assets.common import VERSIONED_STAGES, stage_inputs
 from assets.corpus import corpus
 from assets.embeddings import build_embeddings_asset, build_embeddings_checks
 from assets.export import build_export_asset, build_export_checks
@@ -19,6 +20,7 @@ from neuronforge.paths import data_dir
 from neuronforge.quiet import route_third_party_output
 from neuronforge.registry import ModelSpec, Registry
 from neuronforge.registry_snapshot import load_registry_or_last_valid
+from neuronforge.stage_versions import code_version
 from pipelines.schedules import build_schedules
 from pipelines.sensors import build_sensors
 from resources.backends import BackendResource
@@ -70,8 +72,27 @@ def load_models() -> Registry:
     return loaded.registry
 
 
+def with_code_versions(
+    assets: list[dg.AssetsDefinition], registry: Registry, corpus_settings: CorpusResource
+) -> list[dg.AssetsDefinition]:
+    """Every computing stage gets a code version from what changes its output (assets/common.stage_inputs), so
+    editing chunking settings or a stage's code marks it — and what follows — stale; source_model and export
+    carry their own (revision; compile inputs)."""
+    models = {spec.name: spec for spec in registry.models}
+
+    def versioned(asset: dg.AssetSpec) -> dg.AssetSpec:
+        stage = asset.key.path[-1]
+        if stage not in VERSIONED_STAGES or asset.code_version is not None:
+            return asset
+        spec = models.get(asset.key.path[0]) if len(asset.key.path) > 1 else None
+        return asset.replace_attributes(code_version=code_version(stage_inputs(stage, corpus_settings, spec)))
+
+    return list(dg.map_asset_specs(versioned, assets))
+
+
 def build_definitions(registry: Registry | None = None, resources: dict[str, object] | None = None) -> dg.Definitions:
     registry = registry or load_models()
+    resources = {**default_resources(), **(resources or {})}
     shared, checks = build_retrieval_eval(registry)
     # The shared stages answer to everyone whose models read them.
     owners = sorted({owner for spec in registry.models for owner in spec.owners})
@@ -80,6 +101,9 @@ def build_definitions(registry: Registry | None = None, resources: dict[str, obj
         model_assets, model_checks = model_definitions(spec, registry)
         assets += model_assets
         checks += model_checks
+    corpus_settings = resources["corpus"]
+    if isinstance(corpus_settings, CorpusResource):
+        assets = with_code_versions(assets, registry, corpus_settings)
     default_pipeline = dg.define_asset_job(
         "default_pipeline",
         selection=dg.AssetSelection.all(),
@@ -91,7 +115,7 @@ def build_definitions(registry: Registry | None = None, resources: dict[str, obj
         jobs=[default_pipeline],
         sensors=build_sensors(registry),
         schedules=build_schedules(registry),
-        resources={**default_resources(), **(resources or {})},
+        resources=resources,
     )
 
 
