@@ -81,6 +81,9 @@ class Session:
         self.dagster_home = root / "dagster_home"
         self.home = root / "neuronforge"
         self.models = root / "models.yaml"
+        # Screenshots: kept where NEURONFORGE_UI_SHOTS says (to look at them), else beside the session.
+        self.shots = Path(os.environ.get("NEURONFORGE_UI_SHOTS") or root / "shots")
+        self.shots.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "models.yaml", self.models)
         # The SmolLM2 conversion (~45 s) is content-addressed: share the test run's cache instead of redoing it.
         shared = Path(os.environ["NEURONFORGE_HOME"]) / "cache" / "converted"
@@ -395,7 +398,7 @@ def test_make_run_shows_on_the_overview_timeline_and_the_job_page(
         f"{dagster.url}/overview/activity/timeline",
         profile,
         lambda h: timeline_run_chunks(h, "default_pipeline") > 0,
-        screenshot=session.root / "timeline.png",
+        screenshot=session.shots / "timeline.png",
     )
     assert timeline_run_chunks(html, "default_pipeline") >= 1, (
         f"no run of default_pipeline on the Overview timeline; it shows: {texts_of(html)[:120]}"
@@ -451,7 +454,7 @@ def test_an_exports_checks_show_what_they_judged(browser: str, dagster: Dagster,
             f"{dagster.url}/assets/{model}/export?view=checks",
             session.root / "chromium",
             lambda h, names=tuple(export_checks): all(n in texts_of(h) for n in names),
-            screenshot=session.root / f"{model}-export-checks.png",
+            screenshot=session.shots / f"{model}-export-checks.png",
         )
         shown = normalized(" ".join(texts_of(html)))
         for name, check in export_checks.items():
