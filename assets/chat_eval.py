@@ -17,8 +17,8 @@ from assets.common import (
     code_version_metadata,
     cores_needed,
     exported_artifact,
-    image,
     metadata_table,
+    plot_metadata,
     stage_asset,
     stage_inputs,
 )
@@ -302,7 +302,8 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "summary": dg.MetadataValue.md(result.summary_markdown()),
                 ROW_COUNT: dg.MetadataValue.int(len(result.conversations)),
                 "conversations_table": conversations_table(result),
-                "latency_per_conversation": image(
+                **plot_metadata(
+                    "latency_per_conversation",
                     plots.latency_bars(
                         [(c.id, c.latency()["ttft_ms"], c.latency()["tokens_per_s"]) for c in result.conversations]
                     ),

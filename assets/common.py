@@ -14,6 +14,7 @@ from resources.corpus import CorpusResource
 from resources.storage import StorageResource
 
 if TYPE_CHECKING:
+    from neuronforge.plots import Plot
     from neuronforge.shards import ShardRun  # pyarrow: not at definitions load
 
 
@@ -218,10 +219,18 @@ def metadata_table(columns: list[tuple[str, str]], rows: list[list[Any]]) -> dg.
 
 
 def image(png: bytes, alt: str) -> dg.MetadataValue:
-    """Dagster has no image metadata type: the PNG (≤ 30 kB, see neuronforge.plots) inline in markdown."""
+    """Dagster has no image metadata type: the PNG as a data URI in markdown."""
     import base64
 
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def plot_metadata(key: str, plot: "Plot", alt: str) -> dict[str, dg.MetadataValue]:
+    """`key`: the small rendering the metadata table shows in place (when there is one); `<key>_full`: the readable
+    one, behind a click (neuronforge/plots.py says why two)."""
+    if plot.inline is None:
+        return {key: image(plot.full, alt)}
+    return {key: image(plot.inline, alt), f"{key}_full": image(plot.full, alt)}
 
 
 def after_upstream_passes() -> dg.AutomationCondition:

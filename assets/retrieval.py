@@ -9,8 +9,8 @@ from assets.common import (
     after_upstream_passes,
     code_version_metadata,
     cores_needed,
-    image,
     metadata_table,
+    plot_metadata,
     stage_inputs,
 )
 from neuronforge import plots
@@ -142,8 +142,10 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
             "rrf_k": corpus.rrf_k,
             ROW_COUNT: dg.MetadataValue.int(len(rows)),  # one row per system
             "results": metadata_table([*columns, ("queries", "int")], rows),
-            "ndcg_by_system": image(
-                plots.score_bars({s: m["ndcg@10"] for s, m in results.items()}, "nDCG@10"), "nDCG@10 per system"
+            **plot_metadata(
+                "ndcg_by_system",
+                plots.score_bars({s: m["ndcg@10"] for s, m in results.items()}, "nDCG@10"),
+                "nDCG@10 per system",
             ),
         }
         # Every metric of every system as a number, so the UI can plot each one across runs.

@@ -17,9 +17,26 @@ def test_every_plot_fits_inline() -> None:
         "scores": plots.score_bars({f"system {i}": float(v) for i, v in enumerate(rng.random(9))}, "nDCG@10"),
         "latency": plots.latency_bars([(f"conversation_{i}", 300.0 + i, 12.0 - i / 10) for i in range(12)]),
     }
-    for name, png in pngs.items():
-        assert png.startswith(b"\x89PNG"), name
-        assert len(png) <= plots.MAX_PNG_BYTES, (name, len(png))
+    for name, plot in pngs.items():
+        assert plot.full.startswith(b"\x89PNG"), name
+        assert len(plot.full) <= plots.MAX_PNG_BYTES, (name, len(plot.full))
+        if plot.inline is not None:
+            assert plot.inline.startswith(b"\x89PNG") and len(plot.inline) <= plots.INLINE_PNG_BYTES
+    # Bars and histograms are simple enough to show in the metadata table itself.
+    assert all(pngs[name].inline is not None for name in ("chunk lengths", "scores"))
+
+
+def test_an_inline_plot_renders_in_place_in_the_ui() -> None:
+    """dagster-ui renders a markdown value in place only below 1000 characters (MetadataEntry.tsx)."""
+    import dagster as dg
+
+    from assets.common import plot_metadata
+
+    plot = plots.score_bars({"dense": 0.71, "sparse": 0.55, "hybrid": 0.74}, "nDCG@10")
+    metadata = plot_metadata("ndcg_by_system", plot, "nDCG@10 per system")
+    assert isinstance(metadata["ndcg_by_system"], dg.MarkdownMetadataValue)
+    assert len(metadata["ndcg_by_system"].md_str) < 1000
+    assert len(metadata["ndcg_by_system_full"].md_str) > 1000
 
 
 def test_sources_are_id_prefixes_and_rare_ones_are_other() -> None:
@@ -37,5 +54,5 @@ def test_the_projection_separates_what_differs() -> None:
     rng = np.random.default_rng(1)
     a = rng.normal(0, 0.01, size=(100, 8)) + 1
     b = rng.normal(0, 0.01, size=(100, 8)) - 1
-    assert plots.projection(np.vstack([a, b]), ["a"] * 100 + ["b"] * 100).startswith(b"\x89PNG")
-    assert plots.projection(np.zeros((0, 8)), []).startswith(b"\x89PNG")  # an empty corpus still renders
+    assert plots.projection(np.vstack([a, b]), ["a"] * 100 + ["b"] * 100).full.startswith(b"\x89PNG")
+    assert plots.projection(np.zeros((0, 8)), []).full.startswith(b"\x89PNG")  # an empty corpus still renders
