@@ -76,8 +76,9 @@ test-numpy1: $(NUMPY1_VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	$(NUMPY1_VENV)/bin/python -c "import numpy, torch; assert numpy.__version__ == '1.26.4', numpy.__version__; print('numpy', numpy.__version__, 'torch', torch.__version__)"
 	$(NUMPY1_VENV)/bin/python -m pytest -q -m "not slow and not ui" -p no:cacheprovider
 
+# `dg dev` ([tool.dg]; `dagster dev -w workspace.yaml` is superseded and says so): the same `neuronforge` location.
 ui: setup $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1
+	$(DG) dev --host 127.0.0.1
 
 # What the code location defines (assets, checks, jobs, schedules, sensors, resources), from the `dg` CLI.
 defs: setup $(DAGSTER_HOME)/dagster.yaml
