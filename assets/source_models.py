@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from neuronforge.artifacts import stable_hash
-from neuronforge.progress import Progress
+from neuronforge.progress import PERCENT, Progress
 from neuronforge.registry import DEFAULT_REGISTRY, ModelSpec, RegistryError, load_registry
 from resources.hub import HubResource
 from resources.storage import StorageResource, record_metadata
@@ -85,7 +85,8 @@ def build_source_model_asset(spec: ModelSpec, registry_path: Path = DEFAULT_REGI
         from neuronforge.sources import resolve
 
         # Sources come from HF_ENDPOINT (huggingface_hub's own setting), read now rather than at import.
-        with Progress(f"{spec.name}/source_model", "steps", None, context.log) as progress:
+        # Only a first-time conversion (SmolLM2's GGUF) reports; a resolved folder returns at once and says nothing.
+        with Progress(f"{spec.name}/source_model", PERCENT, None, context.log) as progress:
             resolved = resolve(spec, endpoint=os.environ.get("HF_ENDPOINT"), token=hub.token, progress=progress)
         context.log.info(f"{spec.name}: {spec.source} resolved to {resolved.path} at {resolved.revision}")
         record = storage.write_record(

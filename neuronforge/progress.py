@@ -23,6 +23,13 @@ class _Log(Protocol):
     def info(self, msg: str) -> None: ...
 
 
+PERCENT = "%"
+
+
+def _rate(rate: float) -> str:
+    return f"{rate:,.1f}" if rate >= 1 or rate == 0 else f"{rate:.2g}"
+
+
 def duration(seconds: float) -> str:
     """12s, 3m05s, 1h02m."""
     seconds = max(0, int(round(seconds)))
@@ -86,12 +93,16 @@ class Progress:
             done, total, approximate, note = self.done, self.total, self.approximate, self.note
         rate = self.rate()
         elapsed = duration(self.clock() - self.started)
-        if total:
+        if self.unit == PERCENT:
+            # Work measured as a share of the whole (weighted phases): "35% done"; a rate in %/s says nothing.
+            head, rate_part = f"{self.what}: {min(done / (total or 100), 1):.0%} done", None
+        elif total:
             tilde = "~" if approximate else ""
             head = f"{self.what}: {done:,.0f}/{tilde}{total:,.0f} {self.unit} ({min(done / total, 1):.0%})"
+            rate_part = f"{_rate(rate)} {self.unit}/s"
         else:
-            head = f"{self.what}: {done:,.0f} {self.unit}"
-        parts = [head, f"{rate:,.1f} {self.unit}/s", f"{elapsed} elapsed"]
+            head, rate_part = f"{self.what}: {done:,.0f} {self.unit}", f"{_rate(rate)} {self.unit}/s"
+        parts = [head, *([rate_part] if rate_part else []), f"{elapsed} elapsed"]
         if total and done < total:
             parts.append(f"ETA {'~' if approximate else ''}{duration((total - done) / rate)}" if rate > 0 else "ETA ?")
         return ", ".join(parts) + (f" — {note}" if note else "")

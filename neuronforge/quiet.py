@@ -8,7 +8,8 @@ notices from transformers and upload progress bars drawn with terminal escape co
 - log records of the noisy libraries' own loggers (torch, transformers, ...), which these libraries print through
   stream handlers they create at import: sys.stderr is wrapped before they are imported, and a write made by a
   logging handler for one of their records goes to the file;
-- progress bars: huggingface_hub's and transformers' are switched off (HF_HUB_DISABLE_PROGRESS_BARS).
+- progress bars: huggingface_hub's, transformers' and plain tqdm's are switched off (HF_HUB_DISABLE_PROGRESS_BARS,
+  TQDM_DISABLE); the steps log their own progress lines (neuronforge/progress.py).
 
 Everything else — Dagster's own log lines, our messages, tracebacks — still reaches stderr untouched.
 """
@@ -108,6 +109,7 @@ def route_third_party_output(log_dir: Path) -> Path:
         return _installed
     debug = _DebugFile(Path(log_dir) / LOG_NAME)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub / transformers import
+    os.environ.setdefault("TQDM_DISABLE", "1")  # plain tqdm bars too (transformers' GGUF loader draws one)
     if not isinstance(sys.stderr, ThirdPartyAwareStream):
         sys.stderr = ThirdPartyAwareStream(sys.stderr, debug)
     show = warnings.showwarning

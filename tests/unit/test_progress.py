@@ -87,3 +87,22 @@ def test_a_step_with_nothing_to_report_writes_nothing() -> None:
 
 def test_durations_read_like_a_clock() -> None:
     assert [duration(s) for s in (0, 12.4, 185, 3720)] == ["0s", "12s", "3m05s", "1h02m"]
+
+
+def test_a_percentage_of_weighted_phases_reads_as_percent_done() -> None:
+    from neuronforge.progress import PERCENT
+
+    clock = Clock()
+    progress = Progress("smollm2/source_model", PERCENT, 100, None, clock=clock)
+    progress.set_note("de-quantizing the weights")
+    progress.advance(80)
+    clock.now += 80
+    assert progress.line() == "smollm2/source_model: 80% done, 1m20s elapsed, ETA 20s — de-quantizing the weights"
+
+
+def test_slow_rates_keep_two_significant_digits() -> None:
+    clock = Clock()
+    progress = Progress("chat", "conversations", 9, None, clock=clock)
+    progress.advance(1)
+    clock.now += 15
+    assert "0.067 conversations/s" in progress.line()
