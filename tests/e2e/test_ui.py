@@ -610,3 +610,40 @@ def test_reloading_with_an_invalid_models_yaml_keeps_every_asset_and_sensor(
         session.models.write_text(valid)
         reload()
     assert loaded() == before
+
+
+def test_the_published_repo_page_opens_from_the_recorded_repo_url(
+    browser: str, dagster: Dagster, runs: Runs, session: Session, hub
+) -> None:
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub.url)
+    with session.instance() as instance:
+        for model in load_registry(session.models).names:
+            event = instance.get_latest_materialization_event(dg.AssetKey([model, "publish"]))
+            meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+            url, repo_id = meta["repo_url"], meta["repo_id"]
+            # The publish asset's page links the repo where the metadata says...
+            html = page(
+                browser, f"{dagster.url}/assets/{model}/publish", session.root / "chromium", lambda h, u=url: u in h
+            )
+            assert f'href="{url}"' in html, f"{model}/publish does not link {url}"
+            # ... and the link opens the repo's page: its card, files with sizes, commits and tags.
+            html = page(
+                browser,
+                url,
+                session.root / "chromium",
+                lambda h: 'id="repo-id"' in h,
+                screenshot=session.shots / f"{model}-hub-repo.png",
+            )
+            texts = texts_of(html)
+            assert repo_id in texts, f"{url} does not show {repo_id}: {texts[:60]}"
+            files = set(api.list_repo_files(repo_id))
+            shown = set(re.findall(r'data-path="([^"]+)"', html))
+            assert files == shown, f"{url}: files {sorted(files ^ shown)} differ"
+            assert "README.md" in shown and re.search(r'data-bytes="\d+"', html)
+            tags = {t.name for t in api.list_repo_refs(repo_id).tags}
+            assert meta["tag"] in tags and tags <= set(re.findall(r'data-tag="([^"]+)"', html))
+            commits = {c.commit_id for c in api.list_repo_commits(repo_id)}
+            assert meta["commit_sha"] in commits and meta["commit_sha"] in set(re.findall(r'data-sha="([^"]+)"', html))
+            assert "Model card" in texts
