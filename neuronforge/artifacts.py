@@ -3,6 +3,10 @@
 Every exported artifact is a folder with a `manifest.json` naming the backend, static shapes, toolchain versions,
 source model + resolved revision, the compile key and the sha256 of every other file. Folders are built in a
 temporary sibling and renamed into place, so a crash never leaves a half-written artifact where a reader looks.
+
+A manifest says both what an artifact is and when it was built (`BUILD_FIELDS`, e.g. `created_at`). Two artifacts
+are the same when everything but the build fields is equal (`same_artifact`): an identical re-export is not a new
+artifact, and publishing it changes nothing on the Hub.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 MANIFEST = "manifest.json"
 # Files a Hub repository adds around a published artifact (the model card, LFS attributes): allowed beside it.
 REPO_FILES = frozenset({"README.md", ".gitattributes"})
+# When and where an artifact was built: recorded in the manifest, never part of what identifies it.
+BUILD_FIELDS = frozenset({"created_at"})
 
 
 class ManifestError(RuntimeError):
@@ -79,6 +85,16 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def artifact_identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What identifies an artifact: its manifest without the build fields (compile key, file sha256s, shapes, ...)."""
+    return {key: value for key, value in manifest.items() if key not in BUILD_FIELDS}
+
+
+def same_artifact(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """True when two manifests describe the same artifact, whenever each was built."""
+    return artifact_identity(a) == artifact_identity(b)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

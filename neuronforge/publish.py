@@ -1,9 +1,12 @@
 """Publishing artifacts to a Hugging Face Hub: huggingface.co, any Hub-compatible endpoint, or the embedded loopback hub.
 
 `publish()` is idempotent per compile key: an artifact is one commit tagged `ck-<compile_key>`. Publishing the same
-artifact again finds the tag, checks the files at that commit against the local sha256s and makes no commit. A new
-build (new compile key) is exactly one commit on main plus a new tag; earlier tags keep pointing at earlier builds.
-The tag is created only after its commit succeeded, so a half-failed upload never leaves a tag on a partial commit.
+artifact again finds the tag, checks the files at that commit against the local sha256s and makes no commit. "The
+same" is the artifact's identity (`neuronforge.artifacts.same_artifact`): a re-export with identical files whose
+manifest differs only in when it was built publishes nothing and leaves the tag where it is. A new build (new compile
+key) is exactly one commit on main plus a new tag; earlier tags keep pointing at earlier builds. The tag is created
+only after its commit succeeded, so a half-failed upload never leaves a tag on a partial commit. `created_commit` is
+True only for the publisher whose commit landed: concurrent publishers of one artifact get one True between them.
 
 `Publisher` reads no environment variable: the token comes from its caller (HubResource, which owns HF_TOKEN).
 """
@@ -11,17 +14,20 @@ The tag is created only after its commit succeeded, so a half-failed upload neve
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from neuronforge import paths
-from neuronforge.artifacts import MANIFEST, sha256_file, verify_manifest
+from neuronforge.artifacts import MANIFEST, same_artifact, sha256_file, verify_manifest
 from neuronforge.backends.neuron_repo import hub_files
+from neuronforge.hub.objects import git_blob_oid
 from neuronforge.model_card import render_model_card
 
 if TYPE_CHECKING:
@@ -33,6 +39,7 @@ CARD_FILE = "README.md"
 # Files the Hub manages itself: never deleted when an artifact with a different file set replaces the previous one.
 KEEP_REMOTE = frozenset({".gitattributes"})
 TAG_PREFIX = "ck-"
+PUBLISH_ID_LABEL = "neuronforge-publish-id:"  # in each commit's description: tells a publisher its own commit
 TEMPLATE_KEYS = ("org", "model", "backend", "kind", "format", "batch_size", "sequence_length", "compile_key")
 DEFAULT_ORGANIZATION = "neuronforge"
 DEFAULT_REPO_TEMPLATE = "{org}/{model}-{backend}-bs{batch_size}-sl{sequence_length}"
@@ -80,9 +87,11 @@ class _LocalFile:
     sha256: str
 
     def git_oid(self) -> str:
-        # The Hub's oid for a regular (non-LFS) file is its git blob sha1.
-        data = self.source if isinstance(self.source, bytes) else self.source.read_bytes()
-        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        # The Hub's oid for a regular (non-LFS) file is its git blob sha1 (regular files are small: read at once).
+        return git_blob_oid(self.source if isinstance(self.source, bytes) else self.source.read_bytes())
+
+    def content(self) -> bytes:
+        return self.source if isinstance(self.source, bytes) else self.source.read_bytes()
 
 
 @dataclass
@@ -232,14 +241,19 @@ class Publisher:
         refs = self._call(endpoint, f"list refs of {repo_id}", lambda: api.list_repo_refs(repo_id), log=log)
         tagged = {ref.name: ref.target_commit for ref in refs.tags}.get(tag)
         if tagged is not None:
-            remote = self._call(endpoint, f"list {repo_id}@{tag}", lambda: _remote_files(api, repo_id, tagged), log=log)
-            if all(path in remote and remote[path].matches(f) for path, f in artifact.items()):
+            held = self._call(
+                endpoint,
+                f"list {repo_id}@{tag}",
+                lambda: self._unchanged(api, repo_id, tagged, artifact, manifest),
+                log=log,
+            )
+            if held == set(artifact):
                 log.info(f"{repo_id}@{tag} already holds this artifact ({tagged[:12]}): nothing to publish.")
                 return PublishResult(repo_id, repo_url, tagged, tag, False, [], sorted(local), 0)
             # Same compile key, different bytes: a non-deterministic export. The newest upload wins the tag.
             log.warning(f"{repo_id}@{tag} points at different files than {artifact_dir}; republishing and moving it.")
 
-        state: dict[str, Any] = {}
+        state: dict[str, Any] = {"publish_id": uuid.uuid4().hex}
         commit_sha, uploaded, skipped = self._call(
             endpoint,
             f"commit to {repo_id}",
@@ -247,7 +261,16 @@ class Publisher:
             retry_statuses={409, 412},  # main moved under us (a concurrent publish): re-plan on the new head
             log=log,
         )
-        created = commit_sha != state["first_head"]
+        created = state.get("committed") == commit_sha
+        if not created and state.get("unanswered"):
+            # A commit request got no definite answer and a retry then found nothing left to do: that commit may
+            # have been ours. Ours carries our publish id; a concurrent publisher's carries its own.
+            created = self._call(
+                endpoint,
+                f"read the history of {repo_id}",
+                lambda: _carries(api, repo_id, commit_sha, state["first_head"], state["publish_id"]),
+                log=log,
+            )
         self._tag(api, endpoint, repo_id, tag, commit_sha, moving=tagged is not None, log=log)
         nbytes = sum(local[path].size for path in uploaded)
         log.info(
@@ -280,9 +303,9 @@ class Publisher:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         head = api.repo_info(repo_id, revision="main").sha
-        state.setdefault("first_head", head)  # a retry after a lost response must still report the commit as ours
+        state.setdefault("first_head", head)  # where to stop looking for a commit of ours whose answer was lost
         remote = _remote_files(api, repo_id, head)
-        skipped = sorted(path for path, f in local.items() if path in remote and remote[path].matches(f))
+        skipped = sorted(self._unchanged(api, repo_id, head, local, manifest, remote))
         uploaded = sorted(set(local) - set(skipped))
         stale = sorted(path for path in remote if path not in local and path not in KEEP_REMOTE)
         if not uploaded and not stale:
@@ -290,7 +313,12 @@ class Publisher:
             return head, [], skipped
         # Every file goes in the operation list: the hub's preupload answer (remote oid) lets huggingface_hub drop
         # unchanged ones itself, so they are neither re-sent nor re-committed.
-        operations: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=f.source) for p, f in local.items()]
+        # The manifest is left out when main's describes the same artifact (built at another time).
+        operations: list[Any] = [
+            CommitOperationAdd(path_in_repo=p, path_or_fileobj=f.source)
+            for p, f in local.items()
+            if p != MANIFEST or p in uploaded
+        ]
         operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
         shapes = manifest.get("shapes") or {}
         try:
@@ -300,7 +328,8 @@ class Publisher:
                 commit_message=f"Publish {model_name} ({manifest['backend']}, {tag})",
                 commit_description=(
                     f"neuronforge artifact {manifest['model']} for {manifest['backend']} ({manifest.get('format')}), "
-                    f"static shapes {shapes}, compile key {manifest['compile_key']}."
+                    f"static shapes {shapes}, compile key {manifest['compile_key']}.\n\n"
+                    f"{PUBLISH_ID_LABEL} {state['publish_id']}"
                 ),
                 parent_commit=head,
             )
@@ -310,7 +339,47 @@ class Publisher:
             if "Unable to retrieve user and repo ID" not in str(exc):
                 raise
             return api.repo_info(repo_id, revision="main").sha, [], sorted(local)
+        except Exception as exc:
+            status = _http_status(exc)
+            if status is None or status >= 500:
+                state["unanswered"] = True  # a 5xx or a lost connection: the commit may have landed all the same
+            raise
+        state["committed"] = info.oid
         return info.oid, uploaded, skipped
+
+    def _unchanged(
+        self,
+        api: HfApi,
+        repo_id: str,
+        revision: str,
+        local: dict[str, _LocalFile],
+        manifest: dict[str, Any],
+        remote: dict[str, _RemoteFile] | None = None,
+    ) -> set[str]:
+        """The local files `revision` already holds. The manifest counts as held when the remote one describes the
+        same artifact (same identity, another build time)."""
+        remote = _remote_files(api, repo_id, revision) if remote is None else remote
+        held = {path for path, f in local.items() if path in remote and remote[path].matches(f)}
+        if MANIFEST in local and MANIFEST not in held and MANIFEST in remote:
+            theirs = self._read_json_file(api, repo_id, revision, MANIFEST)
+            if theirs is not None and same_artifact(theirs, manifest):
+                held.add(MANIFEST)
+        return held
+
+    def _read_json_file(self, api: HfApi, repo_id: str, revision: str, path: str) -> dict[str, Any] | None:
+        """A small JSON file of the repo at `revision`, read into memory (not into the local Hub cache)."""
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+        url = hf_hub_url(repo_id, path, revision=revision, endpoint=api.endpoint)
+        headers = build_hf_headers(token=api.token, library_name="neuronforge")
+        response = get_session().get(url, headers=headers, timeout=60)
+        hf_raise_for_status(response)
+        try:
+            value = json.loads(response.content)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
 
     def _tag(
         self, api: HfApi, endpoint: str, repo_id: str, tag: str, sha: str, *, moving: bool, log: logging.Logger
@@ -390,6 +459,14 @@ class Publisher:
     def _auth_message(self, endpoint: str, what: str, status: int) -> str:
         reason = "401 Unauthorized" if status == 401 else "403 Forbidden"
         had_token = "the configured token was rejected" if self._token() else "no token is configured"
+        if not self.endpoint:
+            from neuronforge.hub.daemon import TOKEN_ENV as EMBEDDED_TOKEN_ENV
+
+            return (
+                f"The embedded hub at {endpoint} refused to {what} ({reason}; {had_token}). It was started with a "
+                f"token: set {EMBEDDED_TOKEN_ENV} to that token for this run too, or stop it (make hub-stop) so it "
+                "restarts with this run's settings."
+            )
         return (
             f"{endpoint} refused to {what} ({reason}; {had_token}). Set the {TOKEN_ENV} environment variable to a "
             f"token with write access to the '{self.organization}' namespace (on huggingface.co: Settings > Access "
@@ -410,6 +487,16 @@ def _local_artifact(folder: Path, manifest: dict[str, Any]) -> dict[str, _LocalF
     manifest_path = folder / MANIFEST
     files[MANIFEST] = _LocalFile(manifest_path, manifest_path.stat().st_size, sha256_file(manifest_path))
     return files
+
+
+def _carries(api: HfApi, repo_id: str, head: str, since: str, publish_id: str) -> bool:
+    """Whether a commit after `since` up to `head` carries `publish_id` in its message."""
+    for commit in api.list_repo_commits(repo_id, revision=head):
+        if commit.commit_id == since:
+            return False
+        if f"{PUBLISH_ID_LABEL} {publish_id}" in (commit.message or ""):
+            return True
+    return False
 
 
 def _remote_files(api: HfApi, repo_id: str, revision: str) -> dict[str, _RemoteFile]:

@@ -7,7 +7,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ def make_artifact(
     compile_key: str = "0123456789abcdef",
     weights: bytes | None = None,
     extra: dict[str, bytes] | None = None,
+    created_at: str = "2025-01-01T00:00:00+00:00",
 ) -> Path:
     """A small synthetic ONNX artifact: graph + ~1 MB external data (LFS) + json files + manifest."""
     folder.mkdir(parents=True)
@@ -70,6 +73,7 @@ def make_artifact(
                 "base_model": "sentence-transformers/all-MiniLM-L6-v2",
             },
             "compile_key": compile_key,
+            "created_at": created_at,
         },
     )
     return folder
@@ -333,3 +337,87 @@ def test_card_for_each_backend() -> None:
         chat, repo_id="o/r", model_name="m", tag="ck-00ff", extra={"tags": ["extra"], "sections": {"Eval": "ok"}}
     )  # deterministic: republishing an artifact re-sends nothing
     assert "## Eval" in card and "- extra" in card and "| neuronx-cc | 2.21 |" in card
+
+
+def writes(hub: FaultyHubServer) -> list[tuple[str, str]]:
+    return [r for r in hub.request_log if r[0] in ("PUT", "DELETE") or "/commit/" in r[1] or "/tag/" in r[1]]
+
+
+def test_identical_reexport_publishes_nothing_and_keeps_the_tag(
+    hub: FaultyHubServer, resource: HubResource, tmp_path: Path
+) -> None:
+    # The artifact dir removed and exported again with the same compile key: byte-identical files, a manifest that
+    # differs only in created_at. Before: a new commit, and the ck- tag moved to it.
+    weights = os.urandom(1 << 20)
+    first = resource.publish(make_artifact(tmp_path / "art", weights=weights), model_name="m")
+    first_manifest = (tmp_path / "art" / MANIFEST).read_bytes()
+    shutil.rmtree(tmp_path / "art")
+    again_dir = make_artifact(tmp_path / "art", weights=weights, created_at="2025-06-30T12:00:00+00:00")
+    assert (again_dir / MANIFEST).read_bytes() != first_manifest  # a new build time: not byte-identical
+    before = commit_ids(hub)
+    hub.request_log.clear()
+    again = resource.publish(again_dir, model_name="m")
+    assert not again.created_commit and again.commit_sha == first.commit_sha and again.files_uploaded == []
+    assert commit_ids(hub) == before and tags(hub) == {first.tag: first.commit_sha}
+    assert writes(hub) == []
+
+
+def test_identical_reexport_after_a_lost_tag_only_tags(
+    hub: FaultyHubServer, resource: HubResource, tmp_path: Path
+) -> None:
+    weights = os.urandom(1 << 20)
+    hub.fail_next(1000, status=502, path_prefix=f"/api/models/{REPO}/tag/")
+    with pytest.raises(HubUnavailableError):
+        resource.publish(make_artifact(tmp_path / "a", weights=weights), model_name="m")  # committed, not tagged
+    hub.clear_failures()
+    before = commit_ids(hub)
+    result = resource.publish(
+        make_artifact(tmp_path / "b", weights=weights, created_at="2026-01-01T00:00:00+00:00"), model_name="m"
+    )
+    assert not result.created_commit and commit_ids(hub) == before and tags(hub) == {result.tag: before[0]}
+
+
+def test_four_concurrent_publishers_one_created_commit(hub: FaultyHubServer, tmp_path: Path) -> None:
+    # Four runs re-export the same model at once and publish: one commit lands, and only its publisher says so.
+    weights = os.urandom(1 << 20)
+    folders = [
+        make_artifact(tmp_path / f"run{i}", weights=weights, created_at=f"2025-01-0{i + 1}T00:00:00+00:00")
+        for i in range(4)
+    ]
+    barrier = threading.Barrier(len(folders))
+    results: list[PublishResult] = []
+    errors: list[BaseException] = []
+
+    def publish(folder: Path) -> None:
+        resource = HubResource(endpoint=hub.url, token=TOKEN, max_retries=6, backoff_s=0.05)
+        barrier.wait()
+        try:
+            results.append(resource.publish(folder, model_name="m"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(folder,)) for folder in folders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert sum(r.created_commit for r in results) == 1, [(r.created_commit, r.commit_sha[:8]) for r in results]
+    history = commit_ids(hub)
+    assert len(history) == 2 and {r.commit_sha for r in results} == {history[0]}
+    assert tags(hub) == {results[0].tag: history[0]}
+
+
+def test_a_commit_whose_answer_was_lost_is_still_reported_as_ours(
+    hub: FaultyHubServer, resource: HubResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    landed = hub.store.create_commit
+
+    def commit_then_fail(*args: Any, **kwargs: Any) -> str:
+        landed(*args, **kwargs)
+        monkeypatch.setattr(hub.store, "create_commit", landed)  # once
+        raise OSError("the answer is lost after the commit landed")
+
+    monkeypatch.setattr(hub.store, "create_commit", commit_then_fail)
+    result = resource.publish(make_artifact(tmp_path / "art"), model_name="m")
+    assert result.created_commit and len(commit_ids(hub)) == 2 and tags(hub) == {result.tag: result.commit_sha}
