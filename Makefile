@@ -8,7 +8,7 @@ export DAGSTER_HOME     ?= $(NEURONFORGE_HOME)/dagster
 export HF_HUB_DISABLE_XET = 1
 export HF_HUB_DISABLE_TELEMETRY = 1
 
-.PHONY: setup run test test-fast lint ui hub hub-stop bench bench-peers gc setup-neuron test-numpy1 defs clean
+.PHONY: setup run test test-fast lint ui hub hub-stop bench bench-peers gc setup-neuron test-numpy1 defs setup-clients test-clients clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,16 @@ setup-neuron:
 	$(VENV)/bin/neuronforge-validate --check-sdk
 	touch $(VENV)/.neuron-host $(VENV)/.installed
 
+# The client venv: what a user's machine installs to load the published repos (sentence-transformers[onnx] needs
+# optimum-onnx, whose optimum pin conflicts with optimum-neuron's, hence a venv of its own).
+CLIENT_VENV ?= .venv-clients
+setup-clients: $(CLIENT_VENV)/.installed
+
+$(CLIENT_VENV)/.installed: requirements-clients.txt
+	test -x $(CLIENT_VENV)/bin/python || $(PYTHON) -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-clients.txt
+	touch $@
+
 $(DAGSTER_HOME)/dagster.yaml: deploy/dagster-local.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp deploy/dagster-local.yaml $@
@@ -56,6 +66,12 @@ lint: setup
 test: lint $(DAGSTER_HOME)/dagster.yaml
 	$(DG) check defs
 	$(PY) -m pytest -q -rs
+
+# Publish the built-in models to a fresh loopback Hub, then load every repo in the client venv with the standard
+# classes (SentenceTransformer onnx/torch, SparseEncoder, AutoModelForCausalLM) and run every model-card snippet.
+test-clients: setup setup-clients $(DAGSTER_HOME)/dagster.yaml
+	$(PY) tests/clients/publish_repos.py -- \
+		$(CLIENT_VENV)/bin/python -m pytest -q -rs -c tests/clients/client_side/pytest.ini tests/clients/client_side
 
 # The quick loop while developing: no whole-pipeline or browser tests.
 test-fast: setup $(DAGSTER_HOME)/dagster.yaml

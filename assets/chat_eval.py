@@ -285,6 +285,7 @@ def build_chat_eval_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         report["latency"] = result.latency()
         report["compile_key"] = manifest["compile_key"]
         suite_hash = sha256_file(Path(config.suite))
+        report["suite"] = {"name": Path(config.suite).name, "sha256": suite_hash}  # named on the model card
         # Keyed by what produced it (artifact, suite, options); a re-run with the same inputs replaces it.
         record = storage.write_record(key, stable_hash([exported.key, suite_hash, options.model_dump()]), report)
         # The data version follows what the model said, not how fast: an unchanged model does not look new.

@@ -13,6 +13,7 @@ import numpy as np
 
 from bench.context import DENSE_MODEL, SPARSE_MODEL, BenchContext, hash_sample
 from bench.harness import Row, alternate, length_stats, paired_ratio
+from bench.layouts import layout_rows
 from neuronforge.parity import row_cosines
 
 ST_BATCH = 32
@@ -161,7 +162,8 @@ def dense_rows(ctx: BenchContext) -> tuple[list[Row], dict[str, Any]]:
     for row, name in zip(rows, encoders, strict=True):
         if row.status == "MISS":
             row.profile = miss_profile(encoders[name], slices[0], contenders_library(library), info["inputs"])
-    return rows, info
+    layout_rows_, info["layout"] = layout_rows(ctx, encoders, slices)
+    return rows + layout_rows_, info
 
 
 def contenders_library(library: Any):

@@ -14,6 +14,8 @@ def onnx_op_profile(encoder: Any, texts: Sequence[str], top: int = 8) -> str:
     """onnxruntime's per-operator time for `encoder.encode(texts)`, with a profiling session swapped in."""
     import onnxruntime as ort
 
+    from neuronforge.backends.onnx import onnx_file
+
     runner = encoder.runner
     original = runner.session
     with tempfile.TemporaryDirectory() as tmp:
@@ -22,7 +24,7 @@ def onnx_op_profile(encoder: Any, texts: Sequence[str], top: int = 8) -> str:
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ort")
         runner.session = ort.InferenceSession(
-            str(Path(encoder.artifact_dir) / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            str(Path(encoder.artifact_dir) / onnx_file(encoder.manifest)), options, providers=["CPUExecutionProvider"]
         )
         try:
             encoder.encode(list(texts), truncate=False)

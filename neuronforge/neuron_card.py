@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-PUBLIC_HUB = "https://huggingface.co"
+from neuronforge.card_snippets import PUBLIC_HUB, Snippet, Where
+
+INSTALL = "pip install optimum-neuron  # plus the Neuron SDK from AWS's repository (a Neuron DLAMI has it)"
 
 
 def endpoint_lines(endpoint: str | None) -> list[str]:
@@ -105,3 +107,21 @@ def neuron_usage_snippet(manifest: Mapping[str, Any], *, repo_id: str, tag: str,
             'embeddings = model(enc["input_ids"], enc["attention_mask"])["sentence_embedding"][: len(texts)]',
         ]
     )
+
+
+# The model card's SNIPPETS table (neuronforge/model_card.py) calls these, one per kind.
+def _snippets(title: str, manifest: Mapping[str, Any], where: Where) -> list[Snippet]:
+    code = neuron_usage_snippet(manifest, repo_id=where.repo_id, tag=where.tag, endpoint=where.endpoint)
+    return [Snippet(title, INSTALL, code)]
+
+
+def dense(manifest: Mapping[str, Any], where: Where) -> list[Snippet]:
+    return _snippets("optimum-neuron (NeuronSentenceTransformers)", manifest, where)
+
+
+def sparse(manifest: Mapping[str, Any], where: Where) -> list[Snippet]:
+    return _snippets("torch-neuronx (the traced SPLADE graph)", manifest, where)
+
+
+def chat(manifest: Mapping[str, Any], where: Where) -> list[Snippet]:
+    return _snippets("optimum-neuron (NeuronModelForCausalLM)", manifest, where)

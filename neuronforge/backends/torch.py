@@ -56,7 +56,7 @@ class TorchBackend(Backend):
         from neuronforge.backends.heads import load_library_model
 
         library_model = load_library_model(spec.kind, model.path, trust_remote_code=spec.trust_remote_code)
-        library_model.save(str(out_dir), safe_serialization=True)
+        library_model.save(str(out_dir), safe_serialization=True, create_model_card=False)
         copy_side_files(model.path, out_dir)
         return ExportResult(format="sentence-transformers")
 

@@ -7,7 +7,7 @@ import json
 import dagster as dg
 import numpy as np
 import pytest
-from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import HfApi, ModelCard, hf_hub_download, snapshot_download
 from pipeline_helpers import checks, materialize, metadata, pipeline_resources
 
 from neuronforge.artifacts import verify_manifest
@@ -148,3 +148,27 @@ def test_second_run_reuses_everything(run, hub):
     embeddings = metadata(again, "all_minilm_l6_v2/corpus_embeddings")
     assert embeddings["chunks_encoded"] == 0 and embeddings["shards_reused"] == embeddings["shards"]
     assert metadata(again, "splade_tiny/sparse_index")["chunks_encoded"] == 0
+
+
+def test_cards_carry_the_measured_figures(run, hub, tmp_path):
+    _, _, result = run
+    retrieval, corpus = metadata(result, "retrieval_eval"), metadata(result, "corpus")
+
+    def card_of(model: str) -> ModelCard:
+        published = metadata(result, f"{model}/publish")
+        path = hf_hub_download(
+            published["repo_id"], "README.md", revision=published["tag"], endpoint=hub.url, cache_dir=tmp_path
+        )
+        card = ModelCard.load(path)
+        assert f'os.environ["HF_ENDPOINT"] = "{hub.url}"' in card.text  # the snippets name the Hub they load from
+        return card
+
+    for model, system in (("all_minilm_l6_v2", "dense:all_minilm_l6_v2"), ("splade_tiny", "sparse:splade_tiny")):
+        got = {r.metric_type: r for r in card_of(model).data.eval_results}
+        assert got["ndcg_at_10"].metric_value == retrieval[f"ndcg@10 {system}"]
+        assert got["ndcg_at_10"].dataset_revision == corpus["fingerprint"] and 0 < got["recall_at_100"].metric_value
+        assert got["cosine_min"].metric_value >= 0.9999
+    chat = metadata(result, "smollm2_135m_instruct/chat_smoke_eval")
+    got = {r.metric_type: r.metric_value for r in card_of("smollm2_135m_instruct").data.eval_results}
+    assert got["pass_rate"] == round(chat["passed"] / chat["conversations"], 4)
+    assert got["tokens_per_second"] == round(chat["tokens_per_s"], 1)

@@ -66,10 +66,14 @@ def test_downstream_stages_follow_an_export_once_its_blocking_check_passes(regis
     )
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert result.get_num_requested(EMBEDDINGS) == 1
-    assert result.get_num_requested(PUBLISH) == 1
     assert result.get_num_requested(EXPORT) == 0  # exports are launched by people and sensors, never eagerly
-    # retrieval_eval waits for the embeddings it reads.
+    # retrieval_eval waits for the embeddings it reads; publish waits for retrieval_eval (its figures go on the card).
     assert result.get_num_requested(dg.AssetKey("retrieval_eval")) == 0
+    assert result.get_num_requested(PUBLISH) == 0
+
+    materialized(instance, EMBEDDINGS, dg.AssetKey("retrieval_eval"))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.get_num_requested(PUBLISH) == 1
 
 
 def test_a_failed_blocking_check_keeps_the_artifact_from_downstream_stages(registry: Registry) -> None:

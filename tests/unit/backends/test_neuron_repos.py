@@ -52,7 +52,7 @@ def card_snippet(hub: HubServer, repo_id: str, cache: Path) -> str:
     from huggingface_hub import hf_hub_download
 
     card = Path(hf_hub_download(repo_id, "README.md", endpoint=hub.url, cache_dir=cache)).read_text()
-    match = re.search(r"## Usage\n\n```python\n(.*?)\n```", card, re.S)
+    match = re.search(r"## Usage\n.*?```python\n(.*?)\n```", card, re.S)
     assert match, card
     return match.group(1)
 

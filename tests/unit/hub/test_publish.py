@@ -172,12 +172,14 @@ def test_model_card_loads_with_metadata(
     assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert card.data.library_name == "onnx"
     block = card.data.to_dict()["neuronforge"]
-    assert block["compile_key"] == "0123456789abcdef" and block["static_shapes"] == {
+    assert block["compile_key"] == "0123456789abcdef" and block["shapes"] == {
         "batch_size": 32,
         "sequence_length": 128,
     }
     assert block["toolchain"]["onnxruntime"] == "1.32.0"
-    assert "ort.InferenceSession" in card.text and 'padding="max_length"' in card.text and "max_length=128" in card.text
+    # A bare graph (no sentence-transformers folder): the onnxruntime snippet, truncating at the exported length.
+    assert "ort.InferenceSession" in card.text and "padding=True" in card.text and "max_length=128" in card.text
+    assert f'os.environ["HF_ENDPOINT"] = "{hub.url}"' in card.text  # the card names the Hub it is on
     assert HfApi(endpoint=hub.url, token=TOKEN).model_info(REPO).card_data.base_model == card.data.base_model
 
 
@@ -325,7 +327,7 @@ def test_card_for_each_backend() -> None:
     sparse = {**base, "kind": "sparse", "backend": "neuron", "format": "neuronx"}
     assert "torch.jit.load" in usage_snippet(sparse, repo_id="o/r", tag="ck-00ff")
     torch_dense = {**base, "kind": "dense", "backend": "torch", "format": "transformers"}
-    assert "SentenceTransformer(path)" in usage_snippet(torch_dense, repo_id="o/r", tag="ck-00ff")
+    assert 'SentenceTransformer("o/r", revision="ck-00ff")' in usage_snippet(torch_dense, repo_id="o/r", tag="ck-00ff")
     for kind in ("dense", "sparse", "chat"):
         for backend, fmt in (("onnx", "onnx"), ("neuron", "neuronx"), ("torch", "transformers")):
             snippet = usage_snippet({**base, "kind": kind, "backend": backend, "format": fmt}, repo_id="o/r", tag="t")
