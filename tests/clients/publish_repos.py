@@ -48,7 +48,11 @@ def publish_all(work: Path, hub_url: str) -> dict[str, dict[str, str]]:
     result = (
         dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
         .resolve_job_def("client_repos")
-        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=True)
+        .execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=True,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
     )
     failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     if failed:

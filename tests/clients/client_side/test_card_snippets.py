@@ -38,6 +38,7 @@ def card_snippets(repo: dict[str, str]) -> list[str]:
 
 
 def run_snippet(code: str, tmp_path: Path) -> dict[str, Any]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     script, out = tmp_path / "snippet.py", tmp_path / "result.pkl"
     script.write_text(code + FOOTER.format(out=str(out)))
     env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "NEURONFORGE_CLIENT_REPOS")}
