@@ -363,6 +363,7 @@ def encode_corpus_shards(
     remove_stale: bool = False,
     progress: Progress | None = None,
     total_documents: int | None = None,
+    start_when_ready: bool = False,
 ) -> tuple[ShardRun, CoreLease]:
     """Lease cores for `data_parallel` replicas (see `replica_request`) and encode `shards` on them.
 
@@ -416,5 +417,6 @@ def encode_corpus_shards(
             remove_stale=remove_stale,
             progress=progress,
             total_documents=total_documents,
+            start_when_ready=start_when_ready,
         )
         return run, lease

@@ -166,11 +166,12 @@ class Searcher:
     def _shards(self, record: StageRecord, columns: list[str] | None):
         import pyarrow as pa
 
-        from neuronforge.shards import read_shards
+        from neuronforge.shards import ShardDamagedError, read_shards
 
         try:
-            return read_shards(record.path_of("dir"), columns, _shard_names(record["shards"]))
-        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+            # The record's sha256s catch a shard replaced since it was written, not only a truncated one.
+            return read_shards(record.path_of("dir"), columns, _shard_names(record["shards"]), record.get("files"))
+        except (ShardDamagedError, OSError, ValueError, KeyError, pa.ArrowException) as exc:
             raise _rematerialize(record, f"a shard in {record['dir']}", exc) from exc
 
     def _load_dense(self) -> tuple[Any, list[str], np.ndarray]:

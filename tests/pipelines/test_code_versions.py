@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from neuronforge.corpus.config import DEFAULT_RRF_K
 from neuronforge.registry import load_registry
 from neuronforge.stage_versions import describe, describe_change
 from pipelines.definitions import build_definitions
@@ -51,7 +52,7 @@ def test_a_chunking_setting_changes_the_corpus_stages_only(registry) -> None:
 
 
 def test_fusion_settings_change_retrieval_eval_only(registry) -> None:
-    before, after = versions(registry), versions(registry, rrf_k=10)
+    before, after = versions(registry), versions(registry, rrf_k=DEFAULT_RRF_K + 50)
     assert sorted(k for k in before if before[k] != after[k]) == ["retrieval_eval"]
 
 

@@ -70,6 +70,7 @@ def test_replicas_give_what_one_worker_gives(tmp_path: Path, corpus: Path, token
         data_parallel="auto",
         pool_slots=1,
         log=logging.getLogger("test"),
+        start_when_ready=True,  # every replica gets work however loaded the machine is (one may load late)
     )
     assert (lease.cores, lease.scope, len(run.replicas)) == ("0-7", "children", 4)
     assert [r["cores"] for r in run.replicas] == ["0-1", "2-3", "4-5", "6-7"]
