@@ -277,7 +277,10 @@ def encode_shards_parallel(
                     task = pending.popleft()
                     worker.tasks.append(task)
                     started = started or time.perf_counter()
-                    worker.conn.send((task[0], task[1], task[2].chunks))
+                    try:
+                        worker.conn.send((task[0], task[1], task[2].chunks))
+                    except OSError:  # the worker is gone: its last words (or EOF) are read below, task re-queued
+                        break
             busy = [w for w in pool.workers if w.tasks]
             if exhausted and not pending and not busy:
                 break
