@@ -15,6 +15,10 @@ What the tests need the SDK to do is written out below, each piece from the upst
   registers the stand-in graph's loader the same way (`torch.jit.load` of anything else is untouched).
 - `fake_neuron_host` answers optimum-neuron's host probes (/proc/devices, /dev/neuron*, DMI product name) as an inf2
   or trn1 host would; no other code sees a device.
+
+A child process sees the stub SDK as installed when the stub's root is on its PYTHONPATH: the root holds the
+package metadata and a `sitecustomize.py` that installs the finder at interpreter start-up (where a real SDK would be
+in site-packages already). Nothing else in the child changes.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -43,6 +48,17 @@ DISTRIBUTIONS = {
     "libneuronxla": "2.2.12677.0",
 }
 TARGET_ENV = "NEURON_PLATFORM_TARGET_OVERRIDE"
+# The stub root's sitecustomize.py: a Python started with the root on PYTHONPATH has the stub SDK installed.
+CHILD_INSTALL = """# Written by tests/neuron_stub.py: installs the stub Neuron SDK in this interpreter (a child process of a test).
+import sys
+
+sys.path.insert(0, {tests!r})
+import pytest
+from neuron_stub import NeuronSDKStub
+
+NeuronSDKStub({root!r}).install(pytest.MonkeyPatch(), probe_torch_xla_first=False)
+sys.path.remove({tests!r})
+"""
 
 
 class SDKStubError(RuntimeError):
@@ -125,12 +141,22 @@ class NeuronSDKStub:
         self.core_assignments: list[tuple[int, int]] = []
         self.builders: list[Any] = []  # every ModelBuilder optimum-neuron created
         self._finder = _SDKFinder(self._provided())
-        for dist, version in DISTRIBUTIONS.items():
-            info = self.root / f"{dist}-{version}.dist-info"
-            info.mkdir(parents=True, exist_ok=True)
-            (info / "METADATA").write_text(
+        files = {
+            f"{dist}-{version}.dist-info/METADATA": (
                 f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\nVersion: {version}\n"
             )
+            for dist, version in DISTRIBUTIONS.items()
+        }
+        files["sitecustomize.py"] = CHILD_INSTALL.format(
+            tests=str(Path(__file__).resolve().parent), root=str(self.root)
+        )
+        for rel, text in files.items():
+            path = self.root / rel
+            if not path.is_file() or path.read_text() != text:  # children may be starting from this root already
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}")
+                tmp.write_text(text)
+                tmp.replace(path)
 
     # -- what the SDK does for the tests --------------------------------------------------------------------------
 
@@ -313,7 +339,7 @@ def fake_neuron_host_on_import(root: Path, instance_type: str = "inf2.xlarge", d
 
 @pytest.fixture(scope="module")
 def stub_root(tmp_path_factory) -> Path:
-    """Where the stub's package metadata lives (one folder per test module)."""
+    """Where the stub's package metadata and child-process installer live (one folder per test module)."""
     return tmp_path_factory.mktemp("neuron_sdk_stub")
 
 

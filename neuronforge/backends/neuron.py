@@ -324,8 +324,12 @@ class NeuronBackend(Backend):
             raise ValueError(
                 f"{spec.name}: the neuron backend exports dense, sparse and chat models, not {spec.kind!r}"
             )
-        # Each export compiles in its own work folder (beside the artifact, removed afterwards).
-        workdir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".compile-"))
+        # Each export compiles in its own work folder, removed afterwards: under BASE_COMPILE_WORK_DIR if the user set
+        # one (neuronx-distributed empties that folder, so concurrent exports must not share it), else beside the
+        # artifact.
+        parent = Path(os.environ.get(WORK_DIR_ENV) or out_dir.parent)
+        parent.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(dir=parent, prefix=".compile-"))
         cache = self.compile_cache_url() if spec.kind == "chat" else None
         try:
             with environment({WORK_DIR_ENV: str(workdir), CACHE_URL_ENV: cache}):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from neuron_stub import neuron_sdk_stub, stub_root  # noqa: F401  (pytest fixtures)
+from neuron_stub import NeuronSDKStub, neuron_sdk_stub, stub_root  # noqa: F401  (pytest fixtures)
 
 from neuronforge import validate
 from neuronforge.artifacts import write_manifest
@@ -96,9 +96,10 @@ def test_check_sdk_refuses_a_missing_or_placeholder_sdk(capsys):
     assert "neuronx-cc missing (want 2.21.33363.0)" in out and "placeholders" in out
 
 
-def test_check_sdk_accepts_the_pinned_sdk(request, monkeypatch, capsys):
-    sdk_root = request.getfixturevalue("stub_root")
-    # The stub SDK carries the pinned versions' package metadata; the import probe runs in a child process.
+def test_check_sdk_accepts_the_pinned_sdk(tmp_path, monkeypatch, capsys):
+    # The stub SDK on disk: the pinned versions' package metadata, and (for the import probe's child process, which
+    # gets it through PYTHONPATH) the installer of its modules. It is not importable in this process.
+    sdk_root = NeuronSDKStub(tmp_path / "sdk").root
     monkeypatch.syspath_prepend(str(sdk_root))
     monkeypatch.setenv("PYTHONPATH", str(sdk_root))
     assert validate.check_sdk() == validate.EXIT_OK

@@ -25,7 +25,7 @@ from chat_fixtures import converted_smollm2, smollm2_torch_generator
 from neuron_stub import fake_neuron_host
 
 from neuronforge.artifacts import stable_hash
-from neuronforge.backends.neuron import NeuronBackend
+from neuronforge.backends.neuron import NeuronBackend, NeuronSDKError
 from neuronforge.chat import ChatError, GenerationOptions, build_prompt
 from neuronforge.registry import ModelSpec
 from neuronforge.sources import ResolvedModel
@@ -95,7 +95,12 @@ def test_export_runs_optimum_neurons_decoder_export_around_the_stand_in(neuron_s
 
     compiler, sharder = neuron_sdk_stub.builders  # one ModelBuilder compiles, one shards the checkpoint
     assert compiler.traced and not sharder.traced
-    assert (compiler.tp_degree, compiler.world_size, compiler.compiler_workdir) == (1, 1, str(tmp_path / "nxd"))
+    assert (compiler.tp_degree, compiler.world_size) == (1, 1)
+    # optimum-neuron compiles in BASE_COMPILE_WORK_DIR, which neuronx-distributed empties first: the export gives it
+    # a folder of its own under the user's, removes it afterwards and leaves the user's setting as it was.
+    workdir = Path(compiler.compiler_workdir)
+    assert workdir.parent == tmp_path / "nxd" and workdir.name.startswith(".compile-") and not workdir.exists()
+    assert os.environ["BASE_COMPILE_WORK_DIR"] == str(tmp_path / "nxd")
     # The graphs optimum-neuron asks for (decoder_builders.py:58-78): batch 2 compiles with continuous batching, so
     # the context-encoding graph takes one sequence at a time.
     buckets = {key: [tuple(t.shape) for t in m["example_inputs"][0]] for key, m in compiler.models.items()}
@@ -215,5 +220,10 @@ def test_the_old_hf_style_calls_fail_against_the_real_decoder(generator):
 
 def test_loading_needs_the_target_the_model_was_compiled_for(chat_artifact, monkeypatch, tmp_path):
     fake_neuron_host(monkeypatch, tmp_path, "trn2.3xlarge")
-    with pytest.raises(ValueError, match="compiled for trn1 but the current instance type is trn2"):
+    # optimum-neuron's refusal (pretrained_model.py:401-405) is the host's, so it is relabelled with the fix, keeping
+    # its own words and the original error.
+    with pytest.raises(NeuronSDKError, match="Compiled models run only on a NeuronCore of the target") as err:
         NeuronBackend().load_generator(chat_artifact, {"shapes": SPEC.shapes})
+    assert f"could not load the Neuron artifact {chat_artifact}: " in str(err.value)
+    assert "compiled for trn1 but the current instance type is trn2" in str(err.value)
+    assert isinstance(err.value.__cause__, ValueError)
