@@ -8,6 +8,10 @@ produce different outputs of one stage at the same time (two corpora, two compil
     records/<stage>/<name>/<key>.json   the record (written atomically; rewritten only by a run with the same inputs)
     records/<stage>/<name>/current.json {"key": ...}: the last finished run's record, for readers without a run
 
+A partitioned stage (the corpus stages, one output per corpus partition) keeps each partition's records under its own
+name, `<name>/<partition>` (`partition_name`), so every partition has its own `current` and partitions built by
+different runs (or pods) at once never overwrite each other's pointer.
+
 A Dagster materialization names its record (metadata `record_key`, and the key is its data version). Downstream steps
 and checks read the record their upstream materialization names — a check always judges the output of its own run —
 while the search CLI and the sensors, which have no run to follow, read `current`. Both go through this module.
@@ -28,6 +32,22 @@ RECORDS_DIR = "records"
 CURRENT = "current"
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_PARTITION = re.compile(r"\d+-of-\d+")  # neuronforge.partitions keys
+
+
+def partition_name(name: str, partition: str | None) -> str:
+    """The record name of one partition of a stage output (`<name>/<partition>`); `name` itself when unpartitioned."""
+    if partition is None:
+        return name
+    if not _PARTITION.fullmatch(partition):
+        raise ValueError(f"invalid partition key {partition!r}: corpus partition keys look like '1-of-4'")
+    return f"{name}/{partition}"
+
+
+def split_partition(name: str) -> tuple[str, str | None]:
+    """(name, partition) of a record name; partition None for an unpartitioned output."""
+    base, _, last = name.rpartition("/")
+    return (base, last) if base and _PARTITION.fullmatch(last) else (name, None)
 
 
 class RecordMissingError(LookupError):
@@ -35,14 +55,16 @@ class RecordMissingError(LookupError):
 
 
 def asset_name(stage: str, name: str) -> str:
-    """The Dagster asset a stage output belongs to: `<model>/<stage>`, or the stage alone for shared stages."""
+    """The Dagster asset a stage output belongs to: `<model>/<stage>`, or the stage alone for shared stages (a
+    partition's record name gives its asset's name)."""
+    name = split_partition(name)[0]
     return stage if name == "default" else f"{name}/{stage}"
 
 
 @dataclass(frozen=True)
 class StageRecord:
     stage: str
-    name: str  # the model (or corpus) the output belongs to; "default" for the shared stages
+    name: str  # the model (or corpus) the output belongs to; "default" for the shared stages; + "/<partition>"
     key: str  # what produced it
     data: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -56,6 +78,11 @@ class StageRecord:
     def path_of(self, item: str) -> Path:
         """A path field of the record (records store paths as strings)."""
         return Path(self.data[item])
+
+    @property
+    def partition(self) -> str | None:
+        """The corpus partition the output covers (None: the whole corpus, or an unpartitioned stage)."""
+        return split_partition(self.name)[1]
 
 
 class RecordStore:

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from neuronforge.artifacts import stable_hash, write_bytes_atomic, write_json_atomic
 from neuronforge.corpus.chunking import Chunk, chunk_document, content_budget
 from neuronforge.corpus.readers import BadInputPolicy, Document, iter_documents
+from neuronforge.partitions import Partition
 from neuronforge.progress import Progress
 
 SHARD_LIST = "shards.json"
@@ -94,10 +95,13 @@ def plan_corpus_shards(
     sequence_length: int,
     overlap: int,
     shard_chunks: int,
+    partition: Partition | None = None,
 ) -> Iterator[Shard]:
-    """The shards of a corpus source: its documents streamed (bad records skipped or failing per `policy`) through
-    `plan_shards`. What corpus_embeddings, sparse_index and the scaling bench all encode."""
-    return plan_shards(iter_documents(source, policy), tokenizer, sequence_length, overlap, shard_chunks)
+    """The shards of a corpus source: its documents (those of `partition`, given one) streamed (bad records skipped
+    or failing per `policy`) through `plan_shards`. What corpus_embeddings, sparse_index and the scaling bench all
+    encode."""
+    docs = iter_documents(source, policy)
+    return plan_shards(partition.select(docs) if partition else docs, tokenizer, sequence_length, overlap, shard_chunks)
 
 
 def _base_columns(chunks: list[Chunk]) -> dict[str, pa.Array]:

@@ -13,6 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from neuronforge.corpus.config import DEFAULT_RRF_K, DEFAULT_RRF_WEIGHTS, load_corpus_config
+from neuronforge.partitions import DEFAULT_PARTITIONS, partition_keys
 
 
 class CorpusResource(dg.ConfigurableResource):
@@ -28,6 +29,10 @@ class CorpusResource(dg.ConfigurableResource):
     max_doc_bytes: int = Field(default=1_000_000, description="Larger documents are bad input.")
     chunk_overlap: int = Field(default=16, description="Tokens shared by consecutive chunks of a document.")
     shard_chunks: int = Field(default=512, description="Chunks per embedding shard (the unit of resume).")
+    partitions: int = Field(
+        default=DEFAULT_PARTITIONS,
+        description="Hash buckets of the document id the corpus stages are partitioned into (neuronforge.partitions).",
+    )
     ndcg_floor: float = Field(default=0.3, description="The retrieval check fails below this nDCG@10.")
     rrf_k: int = Field(default=DEFAULT_RRF_K, description="Reciprocal rank fusion constant: sum of w / (k + rank).")
     rrf_weights: dict[str, float] = Field(
@@ -60,11 +65,23 @@ class CorpusResource(dg.ConfigurableResource):
         """The RRF weight of one system: its model's own weight, else its kind's, else 1."""
         return float(self.rrf_weights.get(model, self.rrf_weights.get(kind, 1.0)))
 
-    def plan_shards(self, source: Path, tokenizer: Any, sequence_length: int):
-        """The embedding shards of `source` for an encoder's tokenizer and sequence length, read with this resource's
-        bad-input policy and cut with its chunk_overlap and shard_chunks (neuronforge.shards.plan_corpus_shards)."""
+    def partition_keys(self) -> list[str]:
+        """The keys of the corpus partitions ("0-of-4", ...), in bucket order."""
+        return partition_keys(self.partitions)
+
+    def plan_shards(self, source: Path, tokenizer: Any, sequence_length: int, partition: str | None = None):
+        """The embedding shards of `source` (of one partition's documents, given its key) for an encoder's tokenizer
+        and sequence length, read with this resource's bad-input policy and cut with its chunk_overlap and
+        shard_chunks (neuronforge.shards.plan_corpus_shards)."""
+        from neuronforge.partitions import Partition
         from neuronforge.shards import plan_corpus_shards
 
         return plan_corpus_shards(
-            source, self.policy(), tokenizer, sequence_length, self.chunk_overlap, self.shard_chunks
+            source,
+            self.policy(),
+            tokenizer,
+            sequence_length,
+            self.chunk_overlap,
+            self.shard_chunks,
+            partition=Partition.parse(partition) if partition is not None else None,
         )

@@ -4,6 +4,8 @@ Layout under the data directory (NEURONFORGE_HOME, default .neuronforge/):
   artifacts/<model>/<compile_key>/   exported artifact folders (immutable once written)
   stages/<stage>/<name>/             other stage outputs (embeddings, index, eval results)
   records/<stage>/<name>/<key>.json  one record per output (neuronforge/records.py); the materialization names it
+A partitioned asset (the corpus stages) writes one record per partition, under `<name>/<partition>`, and names it in
+that partition's materialization.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from neuronforge.paths import data_dir
-from neuronforge.records import RecordMissingError, RecordStore, StageRecord, asset_name
+from neuronforge.records import RecordMissingError, RecordStore, StageRecord, asset_name, partition_name
 
 RECORD_KEY = "record_key"  # the materialization metadata entry that names the asset's record
 
@@ -76,9 +78,11 @@ class StorageResource(dg.ConfigurableResource):
     def stage_dir(self, stage: str, name: str) -> Path:
         return self.path("stages", stage, name)
 
-    def write_record(self, asset_key: dg.AssetKey, key: str, data: dict[str, Any]) -> StageRecord:
+    def write_record(
+        self, asset_key: dg.AssetKey, key: str, data: dict[str, Any], *, partition: str | None = None
+    ) -> StageRecord:
         stage, name = record_ref(asset_key)
-        return self.records.write(stage, name, key, data)
+        return self.records.write(stage, partition_name(name, partition), key, data)
 
     def record_for(
         self,
@@ -95,9 +99,10 @@ class StorageResource(dg.ConfigurableResource):
         materialization = _materialization_in_run(instance, context.run.run_id, asset_key, partition)
         materialization = materialization or _latest_materialization(instance, asset_key, partition)
         if materialization is None:
+            which = f" partition {partition}" if partition else ""
             raise RecordMissingError(
-                f"{asset_key.to_user_string()} has never been materialized in this Dagster instance; materialize "
-                f"{asset_name(stage, name)} first (`make run` materializes everything)"
+                f"{asset_key.to_user_string()}{which} has never been materialized in this Dagster instance; "
+                f"materialize {asset_name(stage, name)}{which} first (`make run` materializes everything)"
             )
         entry = materialization.metadata.get(RECORD_KEY)
         if entry is None:
@@ -105,12 +110,21 @@ class StorageResource(dg.ConfigurableResource):
                 f"the latest materialization of {asset_key.to_user_string()} names no record (made by an older "
                 f"neuronforge); materialize {asset_name(stage, name)} again"
             )
-        return self.records.read(stage, name, str(entry.value))
+        return self.records.read(stage, partition_name(name, partition), str(entry.value))
 
-    def current_record(self, asset_key: dg.AssetKey) -> StageRecord | None:
-        """The last finished output of `asset_key` on disk (what sensors and schedules look at), or None."""
+    def partition_records(
+        self,
+        context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext | dg.OpExecutionContext,
+        asset_key: dg.AssetKey,
+        partitions: list[str],
+    ) -> list[StageRecord]:
+        """`record_for` of every partition of a partitioned asset, in partition order."""
+        return [self.record_for(context, asset_key, partition=p) for p in partitions]
+
+    def current_record(self, asset_key: dg.AssetKey, *, partition: str | None = None) -> StageRecord | None:
+        """The last finished output of `asset_key` (of one partition) on disk (what sensors look at), or None."""
         stage, name = record_ref(asset_key)
-        return self.records.current_or_none(stage, name)
+        return self.records.current_or_none(stage, partition_name(name, partition))
 
 
 def record_metadata(record: StageRecord) -> dict[str, Any]:

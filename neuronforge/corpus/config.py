@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from neuronforge.partitions import DEFAULT_PARTITIONS, MAX_PARTITIONS
 from neuronforge.paths import REPO_ROOT
 
 __all__ = [
@@ -60,6 +61,7 @@ class CorpusConfig:
     max_doc_bytes: int = 1_000_000
     chunk_overlap: int = 16
     shard_chunks: int = 512
+    partitions: int = DEFAULT_PARTITIONS
     ndcg_floor: float = 0.3
     rrf_k: int = DEFAULT_RRF_K
     rrf_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RRF_WEIGHTS))
@@ -129,9 +131,11 @@ def _resolve_source(value: str, base: Path) -> str | None:
     return str((source if source.is_absolute() else base / source).resolve())
 
 
-def _int(path: Path, fld: str, value: Any, minimum: int) -> int:
+def _int(path: Path, fld: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise _fail(path, fld, f"must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise _fail(path, fld, f"must be an integer <= {maximum}, got {value!r}")
     return value
 
 
@@ -165,6 +169,7 @@ def _parse(path: Path, raw: dict[str, Any], origin: str) -> CorpusConfig:
         max_doc_bytes=_int(path, "max_doc_bytes", raw.get("max_doc_bytes", defaults.max_doc_bytes), 1),
         chunk_overlap=_int(path, "chunk_overlap", raw.get("chunk_overlap", defaults.chunk_overlap), 0),
         shard_chunks=_int(path, "shard_chunks", raw.get("shard_chunks", defaults.shard_chunks), 1),
+        partitions=_int(path, "partitions", raw.get("partitions", defaults.partitions), 1, MAX_PARTITIONS),
         ndcg_floor=_number(path, "ndcg_floor", raw.get("ndcg_floor", defaults.ndcg_floor), 0.0, 1.0),
         rrf_k=_int(path, "rrf_k", raw.get("rrf_k", defaults.rrf_k), 0),
         rrf_weights={

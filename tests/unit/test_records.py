@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from neuronforge.records import RecordMissingError, RecordStore, asset_name
+from neuronforge.records import RecordMissingError, RecordStore, asset_name, partition_name, split_partition
 
 
 def test_records_are_keyed_and_current_follows_the_last_write(tmp_path):
@@ -59,3 +59,21 @@ def test_an_unreadable_record_is_a_clear_error(tmp_path):
     record.path.write_text("{torn")
     with pytest.raises(RecordMissingError, match="unreadable.*materialize corpus again"):
         store.current("corpus", "default")
+
+
+def test_each_partition_has_its_own_records_and_current(tmp_path):
+    store = RecordStore(tmp_path)
+    for index in range(2):
+        name = partition_name("m", f"{index}-of-2")
+        store.write("corpus_embeddings", name, f"k{index}", {"partition": index})
+    # Two partitions written one after the other: neither pointer moved the other's.
+    assert [store.current("corpus_embeddings", f"m/{i}-of-2").key for i in range(2)] == ["k0", "k1"]
+    assert store.names("corpus_embeddings") == ["m/0-of-2", "m/1-of-2"]
+    record = store.current("corpus_embeddings", "m/1-of-2")
+    assert record.partition == "1-of-2" and split_partition(record.name) == ("m", "1-of-2")
+    assert split_partition("m") == ("m", None) and store.write("export", "m", "k", {}).partition is None
+    assert asset_name("corpus_embeddings", "m/1-of-2") == "m/corpus_embeddings"
+    with pytest.raises(RecordMissingError, match="materialize m/corpus_embeddings first"):
+        store.current("corpus_embeddings", "m/0-of-4")
+    with pytest.raises(ValueError, match="partition keys look like '1-of-4'"):
+        partition_name("m", "../x")

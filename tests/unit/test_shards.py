@@ -179,3 +179,28 @@ def test_damaged_shards_are_detected_logged_and_re_encoded(tmp_path, tokenizer, 
         )
     assert (third.repaired, third.reused) == (1, len(first.shards) - 1)
     assert f"shard {truncated.name} is damaged (unreadable (ArrowInvalid" in caplog.text
+
+
+def test_a_partition_plans_exactly_its_documents_and_an_edit_elsewhere_keeps_its_shards(tmp_path, tokenizer):
+    from neuronforge.partitions import Partition
+
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, {"a.jsonl": 30, "b.jsonl": 12})
+
+    def planned(partition):
+        return list(plan_corpus_shards(corpus, None, tokenizer, 64, 8, 10, partition=partition))
+
+    whole = [c for shard in planned(None) for c in shard.chunks]
+    parts = [planned(Partition(i, 3)) for i in range(3)]
+    for i, shards in enumerate(parts):
+        assert all(Partition(i, 3).contains(c.doc_id) for s in shards for c in s.chunks)
+    # Together the partitions hold every chunk once, each partition in corpus order.
+    assert sorted(c.id for p in parts for s in p for c in s.chunks) == sorted(c.id for c in whole)
+    # A document added to a.jsonl changes only its own partition's shards.
+    with (corpus / "a.jsonl").open("a") as fh:
+        fh.write("\n" + json.dumps({"_id": "a.jsonl-new", "title": "a", "text": "a new document. " * 20}))
+    moved = next(i for i in range(3) if Partition(i, 3).contains("a.jsonl-new"))
+    for i, before in enumerate(parts):
+        after = planned(Partition(i, 3))
+        same = [s.name("k") for s in after] == [s.name("k") for s in before]
+        assert same == (i != moved)

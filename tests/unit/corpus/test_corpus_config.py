@@ -60,6 +60,8 @@ def test_neuronforge_corpus_names_a_source_or_a_file(tmp_path, monkeypatch):
         ({"sourse": "x"}, r"field 'sourse': is not a known setting"),
         ({"bad_input": "ignore"}, r"field 'bad_input': unknown value 'ignore'; use one of skip, fail"),
         ({"shard_chunks": 0}, r"field 'shard_chunks': must be an integer >= 1"),
+        ({"partitions": 0}, r"field 'partitions': must be an integer >= 1"),
+        ({"partitions": 5000}, r"field 'partitions': must be an integer <= 1024"),
         ({"rrf_k": "sixty"}, r"field 'rrf_k': must be an integer >= 0"),
         ({"ndcg_floor": 1.5}, r"field 'ndcg_floor': must be between 0.0 and 1.0"),
         ({"rrf_weights": [1, 2]}, r"field 'rrf_weights': must map"),
