@@ -4,8 +4,8 @@
     neuronforge-search --queries questions.txt > hits.jsonl     # one query per line in, one JSON object per line out
     neuronforge-search --interactive                             # load the models once, then ask away
 
-Reads the current stage records under the data directory (NEURONFORGE_HOME), so it always uses what the pipeline
-last produced, through the same exported artifacts (and backends) the pipeline used. Hybrid fusion takes `rrf_k` and
+Reads the current stage records under the data directory (NEURONFORGE_HOME), one per corpus partition, searched as
+one corpus (equal scores ordered by document id), so it always uses what the pipeline last produced, through the same exported artifacts (and backends) the pipeline used. Hybrid fusion takes `rrf_k` and
 `rrf_weights` from the corpus configuration (corpus.yaml), like retrieval_eval.
 """
 
@@ -22,7 +22,14 @@ from typing import IO, Any
 import numpy as np
 
 from neuronforge.corpus.config import DEFAULT_RRF_K, DEFAULT_RRF_WEIGHTS
-from neuronforge.records import RecordMissingError, RecordStore, StageRecord, asset_name
+from neuronforge.records import (
+    RecordMissingError,
+    RecordStore,
+    StageRecord,
+    asset_name,
+    partition_name,
+    split_partition,
+)
 from neuronforge.retrieval import dense_search, reciprocal_rank_fusion, run_from_results
 
 Run = dict[str, dict[str, float]]
@@ -96,18 +103,25 @@ def _registry_models(kind: str) -> list[str]:
 
 
 class Searcher:
-    """Query → top-k document ids over one dense embeddings record and/or one sparse index record.
+    """Query → top-k document ids over one dense embeddings output and/or one sparse index output, each given as the
+    records of every corpus partition (or a single record).
 
-    `Searcher(dense=record, sparse=record)` searches exactly those outputs (the retrieval evaluation passes the records
-    its upstream materializations named); `Searcher.current(root)` takes each stage's current record (the CLI).
-    Models and arrays load on first use and stay loaded, so one Searcher answers many queries.
+    `Searcher(dense=records, sparse=records)` searches exactly those outputs (the retrieval evaluation passes the
+    records its upstream materializations named); `Searcher.current(root)` takes each partition's current record (the
+    CLI). The partitions are searched as one corpus, exactly (neuronforge/partitions.py): results, ties included, do
+    not depend on how the corpus was partitioned; equal scores are ordered by document id. Models and arrays load on
+    first use and stay loaded, so one Searcher answers many queries.
     """
 
     def __init__(
-        self, *, dense: StageRecord | None = None, sparse: StageRecord | None = None, fusion: Fusion | None = None
+        self,
+        *,
+        dense: StageRecord | Sequence[StageRecord] | None = None,
+        sparse: StageRecord | Sequence[StageRecord] | None = None,
+        fusion: Fusion | None = None,
     ):
-        self.dense_record = dense
-        self.sparse_record = sparse
+        self.dense_records = _as_list(dense)
+        self.sparse_records = _as_list(sparse)
         self.fusion = fusion or Fusion()
         self._dense: tuple[Any, list[str], np.ndarray] | None = None
         self._sparse: tuple[Any, Any] | None = None
@@ -122,30 +136,34 @@ class Searcher:
         sparse_model: str | None = None,
         mode: str = "hybrid",
         fusion: Fusion | None = None,
+        partitions: Sequence[str] | None = None,
     ) -> Searcher:
         """The latest finished embeddings and sparse index under `root` (default: the data directory) that `mode`
-        needs; SearchError naming the asset to materialize when one is missing."""
+        needs, one record per corpus partition (`partitions`, default: those corpus.yaml configures); SearchError
+        naming the asset (and partition) to materialize when one is missing."""
         from neuronforge.paths import data_dir
 
         if mode not in MODES:
             raise SearchError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         root = Path(root) if root else data_dir()
         store = RecordStore(root)
-        records: dict[str, StageRecord | None] = {"corpus_embeddings": None, "sparse_index": None}
+        keys = list(partitions) if partitions is not None else _configured_partitions()
+        records: dict[str, list[StageRecord]] = {"corpus_embeddings": [], "sparse_index": []}
         for stage, chosen in (("corpus_embeddings", dense_model), ("sparse_index", sparse_model)):
-            available = store.names(stage)
+            available = sorted({split_partition(n)[0] for n in store.names(stage)})
             name = chosen or next(iter(available), None)
             if name is None:
                 if stage in STAGE_OF_MODE[mode]:
                     raise _missing_stage(root, stage, _registry_models(KIND_OF_STAGE[stage]))
                 continue
             try:
-                records[stage] = store.current(stage, name)
+                records[stage] = [store.current(stage, partition_name(name, p)) for p in keys]
             except RecordMissingError as exc:
                 if stage not in STAGE_OF_MODE[mode] and chosen is None:
                     continue
                 known = f" (models with one: {', '.join(available)})" if available else ""
-                raise SearchError(f"{exc}{known}") from exc
+                raise SearchError(f"{_missing_partition(exc, stage, name, keys, store)}{known}") from exc
+            _check_same_build(records[stage])
         return cls(dense=records["corpus_embeddings"], sparse=records["sparse_index"], fusion=fusion)
 
     # ------------------------------------------------------------------------------------------------------ loading
@@ -163,42 +181,60 @@ class Searcher:
                 f"{asset_name(record.stage, record.name)} again"
             ) from exc
 
-    def _shards(self, record: StageRecord, columns: list[str] | None):
+    def _shards(self, records: Sequence[StageRecord], columns: list[str] | None):
         import pyarrow as pa
 
         from neuronforge.shards import ShardDamagedError, read_shards
 
-        try:
-            # The record's sha256s catch a shard replaced since it was written, not only a truncated one.
-            return read_shards(record.path_of("dir"), columns, _shard_names(record["shards"]), record.get("files"))
-        except (ShardDamagedError, OSError, ValueError, KeyError, pa.ArrowException) as exc:
-            raise _rematerialize(record, f"a shard in {record['dir']}", exc) from exc
+        tables = []
+        for record in records:
+            try:
+                # The record's sha256s (shard_files) catch a shard replaced since it was written, not only a truncated one.
+                names = _shard_names(record["shards"])
+                tables.append(read_shards(record.path_of("dir"), columns, names, record.get("shard_files")))
+            except (ShardDamagedError, OSError, ValueError, KeyError, pa.ArrowException) as exc:
+                raise _rematerialize(record, f"a shard in {record['dir']}", exc) from exc
+        tables = [t for t in tables if t.num_rows]  # a partition may hold no document of a small corpus
+        if not tables:
+            asset = asset_name(records[0].stage, records[0].name)
+            raise SearchError(f"nothing to search: {asset} holds no chunks (is the corpus empty?)")
+        return pa.concat_tables(tables)
 
     def _load_dense(self) -> tuple[Any, list[str], np.ndarray]:
         if self._dense is None:
-            record = self.dense_record
-            if record is None:
+            records = self.dense_records
+            if not records:
                 raise SearchError("no dense corpus_embeddings to search; materialize a dense model's corpus_embeddings")
+            from neuronforge.partitions import rows_by_id
             from neuronforge.shards import dense_matrix
 
             # Shards before the model: a damaged output is reported without first paying for a model load.
-            table = self._shards(record, ["doc_id", "vector"])
-            doc_ids, matrix = table.column("doc_id").to_pylist(), dense_matrix(table)
-            self._dense = (self._encoder(record), doc_ids, matrix)
+            table = self._shards(records, ["doc_id", "chunk_index", "vector"])
+            doc_ids = table.column("doc_id").to_pylist()
+            # Rows in (document id, chunk) order: the same matrix however the corpus was partitioned.
+            order = rows_by_id(doc_ids, table.column("chunk_index").to_numpy())
+            matrix = dense_matrix(table)[order]
+            self._dense = (self._encoder(records[0]), [doc_ids[i] for i in order], matrix)
         return self._dense
 
     def _load_sparse(self) -> tuple[Any, Any]:
         if self._sparse is None:
-            record = self.sparse_record
-            if record is None:
+            records = self.sparse_records
+            if not records:
                 raise SearchError("no sparse_index to search; materialize a sparse model's sparse_index")
-            from neuronforge.sparse_index import IndexFormatError, SparseIndex
+            from neuronforge.sparse_index import IndexFormatError, SegmentedIndex, SparseIndex
 
+            segments = []
+            for record in records:  # one segment per partition
+                try:
+                    segments.append(SparseIndex.load(record.path_of("index_dir")))
+                except (IndexFormatError, OSError, ValueError, KeyError) as exc:
+                    raise _rematerialize(record, f"the index {record['index_dir']}", exc) from exc
             try:
-                index = SparseIndex.load(record.path_of("index_dir"))
-            except (IndexFormatError, OSError, ValueError, KeyError) as exc:
-                raise _rematerialize(record, f"the index {record['index_dir']}", exc) from exc
-            self._sparse = (self._encoder(record), index)
+                index = SegmentedIndex(segments)
+            except ValueError as exc:  # a document in two partitions, or two vocabularies
+                raise _rematerialize(records[0], "the partitions' indexes", exc) from exc
+            self._sparse = (self._encoder(records[0]), index)
         return self._sparse
 
     def cores_needed(self) -> int:
@@ -206,10 +242,10 @@ class Searcher:
         from neuronforge.artifacts import ManifestError, read_manifest
 
         needed = [1]
-        for record in (self.dense_record, self.sparse_record):
-            if record is not None:
+        for records in (self.dense_records, self.sparse_records):
+            if records:
                 try:
-                    manifest = read_manifest(record.path_of("artifact_dir"))
+                    manifest = read_manifest(records[0].path_of("artifact_dir"))
                 except (ManifestError, OSError, ValueError):
                     continue  # loading that model reports it, naming the asset to materialize
                 if manifest["backend"] == "neuron":
@@ -231,11 +267,13 @@ class Searcher:
         return dense_search(matrix, doc_ids, encoder.encode(list(queries)), k, query_ids=_ids(queries, query_ids))
 
     def sparse(self, queries: Sequence[str], k: int = 10, query_ids: Sequence[str] | None = None) -> Run:
+        from neuronforge.partitions import top_k_by_id
         from neuronforge.sparse_index import to_csr
 
         encoder, index = self._load_sparse()
         matrix = to_csr(encoder.encode(list(queries)), encoder.max_active_dims)
-        return run_from_results(_ids(queries, query_ids), index.search_many(matrix, k))
+        results = [top_k_by_id(index, matrix[row], k) for row in range(matrix.shape[0])]
+        return run_from_results(_ids(queries, query_ids), results)
 
     def hybrid(self, queries: Sequence[str], k: int = 10, query_ids: Sequence[str] | None = None) -> Run:
         """Reciprocal rank fusion of the dense and sparse top-100s (ranks only: their scores are not comparable),
@@ -243,8 +281,8 @@ class Searcher:
         depth = max(k, FUSION_DEPTH)
         runs = [self.dense(queries, depth, query_ids), self.sparse(queries, depth, query_ids)]
         weights = [
-            self.fusion.weight("dense", self.dense_record.name if self.dense_record else ""),
-            self.fusion.weight("sparse", self.sparse_record.name if self.sparse_record else ""),
+            self.fusion.weight("dense", _model(self.dense_records)),
+            self.fusion.weight("sparse", _model(self.sparse_records)),
         ]
         fused = reciprocal_rank_fusion(runs, k=self.fusion.k, top=depth, weights=weights)
         return {qid: dict(list(hits.items())[:k]) for qid, hits in fused.items()}
@@ -267,16 +305,60 @@ class Searcher:
     def snippets(self, width: int = 160) -> dict[str, str]:
         """First chunk text of each document, from whichever encoded shards exist."""
         if self._snippets is None:
-            record = self.dense_record or self.sparse_record
-            if record is None:
+            records = self.dense_records or self.sparse_records
+            if not records:
                 raise SearchError("nothing to search: no corpus_embeddings or sparse_index has been materialized")
-            table = self._shards(record, ["doc_id", "chunk_index", "text"])
+            table = self._shards(records, ["doc_id", "chunk_index", "text"])
             self._snippets = {}
             columns = (table.column(c).to_pylist() for c in ("doc_id", "chunk_index", "text"))
             for doc, index, text in zip(*columns, strict=True):
                 if index == 0:
                     self._snippets[doc] = " ".join(text.split())[:width]
         return self._snippets
+
+
+def _as_list(records: StageRecord | Sequence[StageRecord] | None) -> list[StageRecord]:
+    if records is None:
+        return []
+    return [records] if isinstance(records, StageRecord) else list(records)
+
+
+def _model(records: Sequence[StageRecord]) -> str:
+    return split_partition(records[0].name)[0] if records else ""
+
+
+def _configured_partitions() -> list[str]:
+    from neuronforge.corpus.config import CorpusConfigError, load_corpus_config
+    from neuronforge.partitions import partition_keys
+
+    try:
+        return partition_keys(load_corpus_config().partitions)
+    except CorpusConfigError as exc:
+        raise SearchError(f"cannot read the corpus partitions: {exc}") from exc
+
+
+def _missing_partition(exc: RecordMissingError, stage: str, name: str, keys: Sequence[str], store: RecordStore) -> str:
+    """The message for a partition without output: which partitions are missing and the command that builds them."""
+    missing = [p for p in keys if store.current_or_none(stage, partition_name(name, p)) is None]
+    if len(missing) == len(keys):
+        return str(exc)
+    asset = asset_name(stage, name)
+    return (
+        f"{asset} has no output for partition{'s' if len(missing) > 1 else ''} {', '.join(missing)} of {len(keys)} "
+        f"under {store.root}; materialize them: `dagster asset materialize -m pipelines.definitions --select {asset} "
+        f"--partition {missing[0]}` per partition, or `make run` for all"
+    )
+
+
+def _check_same_build(records: Sequence[StageRecord]) -> None:
+    """Every partition's output from one corpus and one export (else they do not make one corpus)."""
+    built = {(r.get("corpus_fingerprint"), r.get("compile_key")) for r in records}
+    if len(built) > 1:
+        asset = asset_name(records[0].stage, records[0].name)
+        raise SearchError(
+            f"the partitions of {asset} were built from different corpora or exports ({len(built)} combinations of "
+            f"corpus fingerprint and compile key): materialize every partition of {asset} again (`make run`)"
+        )
 
 
 def _shard_names(shards: Iterable[Any]) -> list[str]:

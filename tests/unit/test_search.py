@@ -31,6 +31,14 @@ models:
     sequence_length: 32
 """
 CHUNKS = [Chunk("d1", 0, 0, 5, "alpha"), Chunk("d2", 0, 0, 4, "beta")]
+PARTITION = "0-of-1"  # the corpus in one partition (corpus.yaml `partitions: 1`, set below)
+
+
+@pytest.fixture(autouse=True)
+def one_partition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "corpus-one-partition.yaml"
+    config.write_text("partitions: 1\n")
+    monkeypatch.setenv("NEURONFORGE_CORPUS", str(config))
 
 
 @pytest.fixture
@@ -42,13 +50,14 @@ def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def built(root: Path) -> Path:
-    """A data dir with one dense and one sparse output, as the stages record them (the artifacts are not needed)."""
+    """A data dir with one dense and one sparse output, as the stages record them (the artifacts are not needed): one
+    record per corpus partition, here the one partition."""
     store = RecordStore(root)
     dense_dir = root / "stages" / "corpus_embeddings" / "mini_dense"
     write_table_atomic(dense_dir / "shard-a.parquet", dense_table(CHUNKS, np.eye(2, 4, dtype=np.float32)))
     store.write(
         "corpus_embeddings",
-        "mini_dense",
+        f"mini_dense/{PARTITION}",
         "e1",
         {"dir": str(dense_dir), "shards": ["shard-a.parquet"], "artifact_dir": str(root / "gone"), "compile_key": "c"},
     )
@@ -58,7 +67,7 @@ def built(root: Path) -> Path:
     SparseIndex.build(matrix, ["d1", "d2"], 3).save(sparse_dir / "index-i1")
     store.write(
         "sparse_index",
-        "mini_sparse",
+        f"mini_sparse/{PARTITION}",
         "s1",
         {
             "dir": str(sparse_dir / "shards"),
@@ -170,3 +179,30 @@ def test_hybrid_fusion_uses_the_configured_weights():
     assert Fusion(weights={}).weight("sparse", "x") == 1.0
     # The default is corpus.yaml's measured one (docs/retrieval_defaults.md).
     assert (Fusion().k, Fusion().weight("dense", "x"), Fusion().weight("sparse", "x")) == (10, 0.6, 0.4)
+
+
+def test_every_partition_of_the_configured_count_is_read(tmp_path, capsys, monkeypatch):
+    store = RecordStore(tmp_path)
+    keys = ["0-of-3", "1-of-3", "2-of-3"]
+    for key in keys[:2]:
+        store.write(
+            "corpus_embeddings", f"mini_dense/{key}", f"e{key[0]}", {"corpus_fingerprint": "f", "compile_key": "c"}
+        )
+    config = tmp_path / "three.yaml"
+    config.write_text("partitions: 3\n")
+    monkeypatch.setenv("NEURONFORGE_CORPUS", str(config))
+    code, _, err = run_cli(["json", "--mode", "dense", "--data-dir", str(tmp_path)], capsys)
+    assert code == 2
+    assert "mini_dense/corpus_embeddings has no output for partition 2-of-3 of 3" in err
+    assert "--select mini_dense/corpus_embeddings --partition 2-of-3" in err
+    store.write("corpus_embeddings", "mini_dense/2-of-3", "e2", {"corpus_fingerprint": "f", "compile_key": "c"})
+    searcher = Searcher.current(tmp_path, mode="dense")
+    assert [r.partition for r in searcher.dense_records] == keys and [r.key for r in searcher.dense_records] == [
+        "e0",
+        "e1",
+        "e2",
+    ]
+    # A partition rebuilt from another corpus while the others were not: they no longer make one corpus.
+    store.write("corpus_embeddings", "mini_dense/1-of-3", "e1b", {"corpus_fingerprint": "g", "compile_key": "c"})
+    with pytest.raises(SearchError, match="built from different corpora or exports.*materialize every partition"):
+        Searcher.current(tmp_path, mode="dense")
