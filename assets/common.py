@@ -68,26 +68,29 @@ def encode_stage_shards(
     source: Path,
     out_dir: Path,
     total_documents: int | None = None,
+    partition: str | None = None,
 ) -> tuple["ShardRun", Any, Any]:
-    """Encode the corpus `source` into `out_dir` with the artifact, on `data_parallel` replicas of the model over
-    the cores it leases (neuronforge.data_parallel.encode_corpus_shards); returns the run, the lease and the
-    tokenizer the shards were cut with. The step process loads no model unless it encodes in-process itself.
-    Progress lines (done/total chunks, rate, ETA) at least every 10 s; the total is estimated from `total_documents`."""
+    """Encode the corpus `source` (the documents of one corpus `partition`, given its key) into `out_dir` with the
+    artifact, on `data_parallel` replicas of the model over the cores it leases
+    (neuronforge.data_parallel.encode_corpus_shards); returns the run, the lease and the tokenizer the shards were cut
+    with. The step process loads no model unless it encodes in-process itself. Progress lines (done/total chunks,
+    rate, ETA) at least every 10 s; the total is estimated from `total_documents` (of the partition)."""
     from transformers import AutoTokenizer
 
     from neuronforge.data_parallel import ArtifactShardEncoder, encode_corpus_shards
     from neuronforge.progress import Progress
 
     tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
-    shards = corpus.plan_shards(source, tokenizer, int(manifest["shapes"]["sequence_length"]))
-    with Progress(f"{spec.name}/{context.asset_key.path[-1]}", "chunks", None, context.log) as progress:
+    shards = corpus.plan_shards(source, tokenizer, int(manifest["shapes"]["sequence_length"]), partition=partition)
+    stage = f"{spec.name}/{context.asset_key.path[-1]}" + (f" {partition}" if partition else "")
+    with Progress(stage, "chunks", None, context.log) as progress:
         run, lease = encode_corpus_shards(
             shards,
             out_dir,
             manifest["compile_key"],
             ArtifactShardEncoder(str(artifact_dir)),
             allocator=neuron.allocator(),
-            holder=f"{spec.name}/{context.asset_key.path[-1]} run {context.run_id[:8]}",
+            holder=f"{stage} run {context.run_id[:8]}",
             cores_per_replica=cores_needed(spec, manifest),
             data_parallel=spec.data_parallel,
             pool_slots=neuron_pool_slots(context),
@@ -163,6 +166,7 @@ def stage_inputs(stage: str, corpus: CorpusResource | None = None, spec: ModelSp
         "chunking": code["chunking"],
         "chunk_overlap": corpus.chunk_overlap,
         "shard_chunks": corpus.shard_chunks,
+        "partitions": corpus.partitions,
     }
     if stage == "corpus":
         return {

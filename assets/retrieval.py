@@ -21,7 +21,10 @@ from resources.devices import NeuronResource
 from resources.storage import StorageResource, record_metadata
 
 
-def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+def build_retrieval_eval(
+    registry: Registry, partitions_def: dg.PartitionsDefinition
+) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+    partitions = partitions_def.get_partition_keys()
     dense = [m.name for m in registry.of_kind("dense")]
     sparse = [m.name for m in registry.of_kind("sparse")]
     if not dense and not sparse:
@@ -47,10 +50,17 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
         from neuronforge.retrieval import evaluate, reciprocal_rank_fusion
         from neuronforge.search import Searcher
 
-        # Exactly the outputs this run's upstream materializations named, not whatever finished last.
+        # Exactly the outputs this run's upstream materializations named, not whatever finished last: for the corpus
+        # stages, one record per partition (built in this run, or the partition's latest), searched as one corpus.
         corpus_record = storage.record_for(context, dg.AssetKey("corpus"))
-        inputs = {f"dense:{n}": storage.record_for(context, dg.AssetKey([n, "corpus_embeddings"])) for n in dense}
-        inputs |= {f"sparse:{n}": storage.record_for(context, dg.AssetKey([n, "sparse_index"])) for n in sparse}
+        inputs = {
+            f"dense:{n}": storage.partition_records(context, dg.AssetKey([n, "corpus_embeddings"]), partitions)
+            for n in dense
+        }
+        inputs |= {
+            f"sparse:{n}": storage.partition_records(context, dg.AssetKey([n, "sparse_index"]), partitions)
+            for n in sparse
+        }
         # The fusion settings are inputs too: another rrf_k gives other hybrid results, so another record.
         fusion = {
             "rrf_k": corpus.rrf_k,
@@ -60,8 +70,11 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
                 for s in sparse
             },
         }
-        key = stable_hash([corpus_record.key, {system: record.key for system, record in inputs.items()}, fusion])
-        scored = {system: {"record_key": r.key, "compile_key": r["compile_key"]} for system, r in inputs.items()}
+        key = stable_hash([corpus_record.key, {system: [r.key for r in rs] for system, rs in inputs.items()}, fusion])
+        scored = {
+            system: {"record_keys": {r.partition: r.key for r in rs}, "compile_key": rs[0]["compile_key"]}
+            for system, rs in inputs.items()
+        }
         # What was scored, as the first things a person looks at: which corpus, which compiled artifacts.
         provenance = {
             "corpus_fingerprint": corpus_record.key,
@@ -96,8 +109,8 @@ def build_retrieval_eval(registry: Registry) -> tuple[list[dg.AssetsDefinition],
         runs: dict[str, dict] = {}
         # Every model is loaded in this process: one lease as large as the largest of them, held until it exits.
         cores = max(
-            cores_needed(registry.get(s.split(":", 1)[1]), read_manifest(r.path_of("artifact_dir")))
-            for s, r in inputs.items()
+            cores_needed(registry.get(s.split(":", 1)[1]), read_manifest(rs[0].path_of("artifact_dir")))
+            for s, rs in inputs.items()
         )
         with neuron.lease(cores, holder=f"retrieval_eval run {context.run_id[:8]}", log=context.log):
             for name in dense:

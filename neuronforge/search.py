@@ -72,9 +72,10 @@ def check_request(query: str, k: int) -> str:
 
 def _rematerialize(record: StageRecord, what: str, exc: BaseException) -> SearchError:
     asset = asset_name(record.stage, record.name)
+    partition = f" --partition {record.partition}" if record.partition else ""
     return SearchError(
         f"{what} of {asset} is missing or damaged ({type(exc).__name__}: {exc}); materialize {asset} again: "
-        f"`dagster asset materialize -m pipelines.definitions --select {asset}`"
+        f"`dagster asset materialize -m pipelines.definitions --select {asset}{partition}`"
     )
 
 

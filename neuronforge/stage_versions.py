@@ -20,7 +20,7 @@ STAGE_CODE = {
     "chunking": 1,  # neuronforge/corpus/chunking.py and the shard plan in neuronforge/shards.py
     "corpus_embeddings": 1,  # the dense table written per shard
     "sparse_index": 1,  # the SPLADE table per shard (the index format has its own FORMAT_VERSION)
-    "retrieval_eval": 1,  # neuronforge/retrieval.py metrics and fusion
+    "retrieval_eval": 2,  # neuronforge/retrieval.py metrics and fusion; v2: equal scores ranked by document id
     "chat_smoke_eval": 1,  # the suite runner and its judges
     "publish": 1,  # what goes into the Hub repo and its card
 }

@@ -12,10 +12,12 @@ from assets.common import VERSIONED_STAGES, stage_inputs
 from assets.corpus import corpus
 from assets.embeddings import build_embeddings_asset, build_embeddings_checks
 from assets.export import build_export_asset, build_export_checks
+from assets.partitions import corpus_partitions
 from assets.publish import build_publish_asset
 from assets.retrieval import build_retrieval_eval
 from assets.source_models import build_source_model_asset
 from assets.sparse_index import build_sparse_index_asset, build_sparse_index_checks
+from neuronforge.partitions import DEFAULT_PARTITIONS
 from neuronforge.paths import data_dir
 from neuronforge.quiet import route_third_party_output
 from neuronforge.registry import ModelSpec, Registry
@@ -46,16 +48,19 @@ def default_resources() -> dict[str, object]:
 
 
 def model_definitions(
-    spec: ModelSpec, registry: Registry
+    spec: ModelSpec,
+    registry: Registry,
+    partitions: dg.PartitionsDefinition,
+    corpus_backfill: dg.BackfillPolicy | None = None,
 ) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     assets = [build_source_model_asset(spec, registry.path), build_export_asset(spec), build_publish_asset(spec)]
     checks = build_export_checks(spec)
     if spec.kind == "dense":
-        assets.append(build_embeddings_asset(spec))
-        checks += build_embeddings_checks(spec)
+        assets.append(build_embeddings_asset(spec, partitions, corpus_backfill))
+        checks += build_embeddings_checks(spec, partitions)
     elif spec.kind == "sparse":
-        assets.append(build_sparse_index_asset(spec))
-        checks += build_sparse_index_checks(spec)
+        assets.append(build_sparse_index_asset(spec, partitions, corpus_backfill))
+        checks += build_sparse_index_checks(spec, partitions)
     else:
         assets.append(build_chat_eval_asset(spec))  # emits its own checks (check_specs)
     return assets, checks
@@ -90,18 +95,26 @@ def with_code_versions(
     return list(dg.map_asset_specs(versioned, assets))
 
 
-def build_definitions(registry: Registry | None = None, resources: dict[str, object] | None = None) -> dg.Definitions:
+def build_definitions(
+    registry: Registry | None = None,
+    resources: dict[str, object] | None = None,
+    corpus_backfill: dg.BackfillPolicy | None = None,
+) -> dg.Definitions:
+    """The code location. `corpus_backfill`: how a backfill runs the partitioned corpus stages (default single run,
+    so `make run` is one run; a fleet passes `dg.BackfillPolicy.multi_run(1)`: one run, or pod, per partition)."""
     registry = registry or load_models()
     resources = {**default_resources(), **(resources or {})}
-    shared, checks = build_retrieval_eval(registry)
+    corpus_settings = resources["corpus"]
+    count = corpus_settings.partitions if isinstance(corpus_settings, CorpusResource) else DEFAULT_PARTITIONS
+    partitions = corpus_partitions(count)  # hash buckets of the document id (corpus.yaml `partitions`)
+    shared, checks = build_retrieval_eval(registry, partitions)
     # The shared stages answer to everyone whose models read them.
     owners = sorted({owner for spec in registry.models for owner in spec.owners})
     assets = list(dg.map_asset_specs(lambda spec: spec.replace_attributes(owners=owners), [corpus, *shared]))
     for spec in registry.models:
-        model_assets, model_checks = model_definitions(spec, registry)
+        model_assets, model_checks = model_definitions(spec, registry, partitions, corpus_backfill)
         assets += model_assets
         checks += model_checks
-    corpus_settings = resources["corpus"]
     if isinstance(corpus_settings, CorpusResource):
         assets = with_code_versions(assets, registry, corpus_settings)
     default_pipeline = dg.define_asset_job(
@@ -113,8 +126,8 @@ def build_definitions(registry: Registry | None = None, resources: dict[str, obj
         assets=assets,
         asset_checks=checks,
         jobs=[default_pipeline],
-        sensors=build_sensors(registry),
-        schedules=build_schedules(registry),
+        sensors=build_sensors(registry, partitions),
+        schedules=build_schedules(registry, partitions),
         resources=resources,
     )
 

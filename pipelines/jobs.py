@@ -11,6 +11,7 @@ import functools
 
 import dagster as dg
 
+from assets.partitions import PARTITION_TAG, RANGE_START_TAG, all_partitions_tags
 from neuronforge.registry import ModelSpec, Registry
 from resources.storage import StorageResource
 
@@ -32,6 +33,14 @@ def recompile_keys(spec: ModelSpec, *, include_source: bool = True) -> list[dg.A
     """source_model → export → the model's stage → publish (publish of a chat model waits for its evaluation)."""
     keys = [dg.AssetKey([spec.name, "source_model"])] if include_source else []
     return [*keys, dg.AssetKey([spec.name, "export"]), stage_key(spec), dg.AssetKey([spec.name, "publish"])]
+
+
+def with_all_partitions(job: dg.JobDefinition, tags: dict[str, str]) -> dict[str, str]:
+    """Run tags for `job`: when it holds the partitioned corpus stages and the tags name no partition, every partition
+    in one run (what a single-run backfill launches), so `make run` needs no partition chosen."""
+    if job.partitions_def is None or PARTITION_TAG in tags or RANGE_START_TAG in tags:
+        return tags
+    return {**tags, **all_partitions_tags(job.partitions_def)}
 
 
 def has_export(storage: StorageResource, name: str) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from neuronforge.registry import RegistryError, load_registry
+from pipelines.jobs import with_all_partitions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JOB = "default_pipeline"
@@ -57,9 +58,10 @@ def launch(job_name: str, workspace: Path, tags: dict[str, str]) -> dg.Execution
     recon_job = repository.get_reconstructable_job(job_name)
     remote_origin = RemoteRepositoryOrigin(origin, repository_def.name).get_job_origin(job_name)
     with dg.DagsterInstance.get() as instance:
+        job_def = recon_job.get_definition()
         run = instance.create_run_for_job(
-            job_def=recon_job.get_definition(),
-            tags=tags,
+            job_def=job_def,
+            tags=with_all_partitions(job_def, tags),  # the corpus stages: every partition, in this one run
             remote_job_origin=remote_origin,
             job_code_origin=recon_job.get_python_origin(),
         )

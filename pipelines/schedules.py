@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.partitions import partition_tags
 from neuronforge.registry import Registry
 from pipelines.jobs import chat_eval_job, corpus_refresh_job, corpus_refresh_keys, has_export, stage_key
 from resources.storage import StorageResource
@@ -17,7 +18,7 @@ WEEKLY_CHAT_CRON = "0 4 * * 1"  # 04:00 UTC every Monday
 TIMEZONE = "UTC"
 
 
-def build_nightly_corpus_refresh(registry: Registry) -> dg.ScheduleDefinition:
+def build_nightly_corpus_refresh(registry: Registry, partitions: dg.PartitionsDefinition) -> dg.ScheduleDefinition:
     @dg.schedule(
         name="nightly_corpus_refresh",
         cron_schedule=NIGHTLY_CORPUS_CRON,
@@ -33,7 +34,8 @@ def build_nightly_corpus_refresh(registry: Registry) -> dg.ScheduleDefinition:
             context.log.info(
                 f"left out until exported: {', '.join(not_exported)} (and retrieval_eval, which reads all)"
             )
-        return dg.RunRequest(asset_selection=keys, tags={"neuronforge/trigger": "nightly_corpus_refresh"})
+        tags = {"neuronforge/trigger": "nightly_corpus_refresh", **partition_tags(keys, partitions)}
+        return dg.RunRequest(asset_selection=keys, tags=tags)
 
     return nightly_corpus_refresh
 
@@ -67,7 +69,7 @@ def build_weekly_chat_eval(registry: Registry) -> dg.ScheduleDefinition | None:
     return weekly_chat_smoke_eval
 
 
-def build_schedules(registry: Registry) -> list[dg.ScheduleDefinition]:
-    """Every schedule of the code location."""
+def build_schedules(registry: Registry, partitions: dg.PartitionsDefinition) -> list[dg.ScheduleDefinition]:
+    """Every schedule of the code location (`partitions`: the corpus partitions, all refreshed in one run)."""
     weekly = build_weekly_chat_eval(registry)
-    return [build_nightly_corpus_refresh(registry), *([weekly] if weekly else [])]
+    return [build_nightly_corpus_refresh(registry, partitions), *([weekly] if weekly else [])]

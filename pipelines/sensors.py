@@ -22,6 +22,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets.partitions import partition_tags
 from neuronforge.artifacts import ManifestError, read_manifest, stable_hash
 from neuronforge.backends import Backend, get_backend
 from neuronforge.drift import COMMIT_SHA, describe_versions, registry_drift, spec_changes, toolchain_changes
@@ -118,7 +119,7 @@ def model_tags(trigger: str, spec: ModelSpec) -> dict[str, str]:
 # ----------------------------------------------------------------------------------------------------------- sensors
 
 
-def build_upstream_revision_sensor(registry: Registry) -> dg.SensorDefinition:
+def build_upstream_revision_sensor(registry: Registry, partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
     hub_models = [m for m in registry.models if not m.is_builtin]
 
     @dg.sensor(
@@ -169,7 +170,11 @@ def build_upstream_revision_sensor(registry: Registry) -> dg.SensorDefinition:
                     run_key=key,
                     job_name=recompile_job_name(spec),
                     asset_selection=recompile_keys(spec),
-                    tags={**model_tags("upstream_revision", spec), "neuronforge/revision": sha},
+                    tags={
+                        **model_tags("upstream_revision", spec),
+                        "neuronforge/revision": sha,
+                        **partition_tags(recompile_keys(spec), partitions),
+                    },
                 )
             )
             requested[spec.name] = sha
@@ -181,7 +186,7 @@ def build_upstream_revision_sensor(registry: Registry) -> dg.SensorDefinition:
     return upstream_revision_sensor
 
 
-def build_toolchain_sensor(registry: Registry) -> dg.SensorDefinition:
+def build_toolchain_sensor(registry: Registry, partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
     @dg.sensor(
         name="toolchain_sensor",
         jobs=recompile_jobs(registry) or None,
@@ -224,7 +229,11 @@ def build_toolchain_sensor(registry: Registry) -> dg.SensorDefinition:
                     job_name=recompile_job_name(spec),
                     # The source is unchanged: recompile from the resolved model already on disk.
                     asset_selection=recompile_keys(spec, include_source=False),
-                    tags={**model_tags("toolchain", spec), "neuronforge/toolchain": describe_versions(changes)[:200]},
+                    tags={
+                        **model_tags("toolchain", spec),
+                        "neuronforge/toolchain": describe_versions(changes)[:200],
+                        **partition_tags(recompile_keys(spec), partitions),
+                    },
                 )
             )
             requested[spec.name] = key
@@ -233,7 +242,7 @@ def build_toolchain_sensor(registry: Registry) -> dg.SensorDefinition:
     return toolchain_sensor
 
 
-def build_models_yaml_sensor(registry: Registry) -> dg.SensorDefinition:
+def build_models_yaml_sensor(registry: Registry, partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
     @dg.sensor(
         name="models_yaml_sensor",
         jobs=recompile_jobs(registry) or None,
@@ -296,7 +305,11 @@ def build_models_yaml_sensor(registry: Registry) -> dg.SensorDefinition:
                     run_key=key,
                     job_name=recompile_job_name(spec),
                     asset_selection=recompile_keys(spec),
-                    tags={**model_tags("models_yaml", spec), "neuronforge/reason": reason[:200]},
+                    tags={
+                        **model_tags("models_yaml", spec),
+                        "neuronforge/reason": reason[:200],
+                        **partition_tags(recompile_keys(spec), partitions),
+                    },
                 )
             )
             requested[spec.name] = key
@@ -305,7 +318,7 @@ def build_models_yaml_sensor(registry: Registry) -> dg.SensorDefinition:
     return models_yaml_sensor
 
 
-def build_corpus_sensor(registry: Registry) -> dg.SensorDefinition:
+def build_corpus_sensor(registry: Registry, partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
     @dg.sensor(
         name="corpus_sensor",
         job=corpus_refresh_job(registry),
@@ -359,7 +372,7 @@ def build_corpus_sensor(registry: Registry) -> dg.SensorDefinition:
         request = dg.RunRequest(
             run_key=fingerprint,
             asset_selection=keys,
-            tags={TRIGGER_TAG: "corpus", "neuronforge/corpus_changes": summary},
+            tags={TRIGGER_TAG: "corpus", "neuronforge/corpus_changes": summary, **partition_tags(keys, partitions)},
         )
         return dg.SensorResult(run_requests=[request], cursor=dump_cursor(cursor))
 
@@ -378,12 +391,13 @@ def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
     )
 
 
-def build_sensors(registry: Registry) -> list[dg.SensorDefinition]:
-    """Every sensor of the code location."""
+def build_sensors(registry: Registry, partitions: dg.PartitionsDefinition) -> list[dg.SensorDefinition]:
+    """Every sensor of the code location (`partitions`: the corpus partitions; a request that selects a corpus stage
+    covers them all in one run)."""
     return [
-        build_upstream_revision_sensor(registry),
-        build_toolchain_sensor(registry),
-        build_models_yaml_sensor(registry),
-        build_corpus_sensor(registry),
+        build_upstream_revision_sensor(registry, partitions),
+        build_toolchain_sensor(registry, partitions),
+        build_models_yaml_sensor(registry, partitions),
+        build_corpus_sensor(registry, partitions),
         build_automation_sensor(),
     ]

@@ -121,6 +121,21 @@ class StorageResource(dg.ConfigurableResource):
         """`record_for` of every partition of a partitioned asset, in partition order."""
         return [self.record_for(context, asset_key, partition=p) for p in partitions]
 
+    def partitions_in_run(
+        self, context: dg.AssetCheckExecutionContext | dg.AssetExecutionContext, asset_key: dg.AssetKey
+    ) -> set[str]:
+        """The partitions of `asset_key` that this step's run materialized."""
+        events = context.instance.get_records_for_run(
+            context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records
+        found = (e.event_log_entry.asset_materialization for e in events)
+        return {m.partition for m in found if m and m.asset_key == asset_key and m.partition is not None}
+
+    def has_materialization(
+        self, context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey, *, partition: str | None = None
+    ) -> bool:
+        return _latest_materialization(context.instance, asset_key, partition) is not None
+
     def current_record(self, asset_key: dg.AssetKey, *, partition: str | None = None) -> StageRecord | None:
         """The last finished output of `asset_key` (of one partition) on disk (what sensors look at), or None."""
         stage, name = record_ref(asset_key)

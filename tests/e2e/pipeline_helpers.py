@@ -6,6 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.jobs import with_all_partitions
+
 
 def pipeline_resources(root: Path, hub_url: str) -> dict[str, object]:
     from resources.devices import NeuronResource
@@ -31,8 +33,12 @@ def instance_for(defs: dg.Definitions) -> dg.DagsterInstance:
 def materialize(defs: dg.Definitions, selection: dg.AssetSelection, run_config: dict | None = None):
     job = dg.define_asset_job("e2e", selection=selection)
     merged = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
-    return merged.resolve_job_def("e2e").execute_in_process(
-        instance=instance_for(defs), raise_on_error=False, run_config=run_config or {}
+    job_def = merged.resolve_job_def("e2e")
+    return job_def.execute_in_process(
+        instance=instance_for(defs),
+        raise_on_error=False,
+        run_config=run_config or {},
+        tags=with_all_partitions(job_def, {}),  # every corpus partition in this one run, as `make run` does
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from neuronforge.partitions import DEFAULT_PARTITIONS, partition_keys
 from neuronforge.registry import Registry, load_registry
 from pipelines.definitions import build_definitions
 
@@ -21,6 +22,7 @@ models:
 EMBEDDINGS = dg.AssetKey(["tiny_dense", "corpus_embeddings"])
 PUBLISH = dg.AssetKey(["tiny_dense", "publish"])
 EXPORT = dg.AssetKey(["tiny_dense", "export"])
+PARTITIONS = partition_keys(DEFAULT_PARTITIONS)  # corpus_embeddings: one partition per hash bucket of the doc id
 
 
 @pytest.fixture
@@ -33,9 +35,12 @@ def registry(tmp_path: Path) -> Registry:
 def materialized(instance: dg.DagsterInstance, *keys: dg.AssetKey, version: str = "v1") -> None:
     # Every materialization a run makes carries a data version (ours name their content); runless reports do too.
     for asset_key in keys:
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(asset_key=asset_key, tags={"dagster/data_version": version})
-        )
+        for partition in PARTITIONS if asset_key == EMBEDDINGS else [None]:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    asset_key=asset_key, partition=partition, tags={"dagster/data_version": version}
+                )
+            )
 
 
 def test_the_running_automation_sensor_covers_every_asset(registry: Registry) -> None:
@@ -65,7 +70,7 @@ def test_downstream_stages_follow_an_export_once_its_blocking_check_passes(regis
         dg.AssetCheckEvaluation(asset_key=EXPORT, check_name="matches_reference", passed=True)
     )
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
-    assert result.get_num_requested(EMBEDDINGS) == 1
+    assert result.get_num_requested(EMBEDDINGS) == len(PARTITIONS)  # every partition
     assert result.get_num_requested(EXPORT) == 0  # exports are launched by people and sensors, never eagerly
     # retrieval_eval waits for the embeddings it reads; publish waits for retrieval_eval (its figures go on the card).
     assert result.get_num_requested(dg.AssetKey("retrieval_eval")) == 0
@@ -101,7 +106,7 @@ def test_a_no_op_rematerialization_triggers_nothing_downstream(registry: Registr
         dg.AssetCheckEvaluation(asset_key=EXPORT, check_name="matches_reference", passed=True)
     )
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
-    assert result.get_num_requested(EMBEDDINGS) == 1  # first build
+    assert result.get_num_requested(EMBEDDINGS) == len(PARTITIONS)  # first build, every partition
     materialized(instance, EMBEDDINGS, PUBLISH, retrieval)  # ... which the requested run then made
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert result.total_requested == 0
@@ -112,5 +117,5 @@ def test_a_no_op_rematerialization_triggers_nothing_downstream(registry: Registr
 
     materialized(instance, corpus, version="v2")  # a file changed
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
-    assert result.get_num_requested(EMBEDDINGS) == 1
+    assert result.get_num_requested(EMBEDDINGS) == len(PARTITIONS)
     assert result.get_num_requested(PUBLISH) == 0

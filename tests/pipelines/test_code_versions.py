@@ -88,3 +88,9 @@ def test_the_materialization_says_what_changed(registry, tmp_path: Path) -> None
 
     assert "first materialization" in run()
     assert "max_doc_bytes 1000000 → 2000" in run(max_doc_bytes=2000)
+
+
+def test_the_partition_count_changes_the_corpus_stages_only(registry) -> None:
+    before, after = versions(registry), versions(registry, partitions=2)
+    changed = sorted(k for k in before if before[k] != after[k])
+    assert changed == ["tiny_dense/corpus_embeddings", "tiny_sparse/sparse_index"]
