@@ -60,8 +60,14 @@ def sweep(root: Path, dense_model: str | None = None, sparse_model: str | None =
     return {
         "corpus": str(source),
         "corpus_fingerprint": corpus.key,
-        "dense": {"record": searcher.dense_record.key, "compile_key": searcher.dense_record["compile_key"]},
-        "sparse": {"record": searcher.sparse_record.key, "compile_key": searcher.sparse_record["compile_key"]},
+        "dense": {
+            "records": {r.partition: r.key for r in searcher.dense_records},
+            "compile_key": searcher.dense_records[0]["compile_key"],
+        },
+        "sparse": {
+            "records": {r.partition: r.key for r in searcher.sparse_records},
+            "compile_key": searcher.sparse_records[0]["compile_key"],
+        },
         "queries": len(qids),
         "halves": [sum(1 for q in qrels if half(q) == h) for h in (0, 1)],
         "systems": {"dense": evaluate(dense, qrels), "sparse": evaluate(sparse, qrels)},

@@ -15,9 +15,11 @@ import dagster as dg
 import pytest
 from pipeline_helpers import pipeline_resources
 
+from neuronforge.partitions import partition_keys
 from neuronforge.records import RecordStore
 from neuronforge.registry import load_registry
 from pipelines.definitions import build_definitions
+from pipelines.jobs import with_all_partitions
 from resources.corpus import CorpusResource
 from resources.storage import StorageResource
 
@@ -38,8 +40,9 @@ INDEX = dg.AssetKey(["splade_tiny", "sparse_index"])
 
 def run_job(defs: dg.Definitions, selection: dg.AssetSelection, instance: dg.DagsterInstance):
     job = dg.define_asset_job("concurrent", selection=selection)
-    merged = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
-    return merged.resolve_job_def("concurrent").execute_in_process(instance=instance, raise_on_error=False)
+    job_def = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("concurrent")
+    # Every corpus partition in the one run, as `make run` does.
+    return job_def.execute_in_process(instance=instance, raise_on_error=False, tags=with_all_partitions(job_def, {}))
 
 
 def test_each_concurrent_run_checks_its_own_output(tmp_path, hub, monkeypatch):
@@ -92,15 +95,21 @@ def test_each_concurrent_run_checks_its_own_output(tmp_path, hub, monkeypatch):
     keys = {}
     for name, result in results.items():
         materialized = [e.materialization for e in result.get_asset_materialization_events()]
-        index = next(m for m in materialized if m.asset_key == INDEX)
+        # One materialization (and record) per corpus partition.
+        keys[name] = {m.partition: m.metadata["record_key"].value for m in materialized if m.asset_key == INDEX}
         check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "exact_top_k")
-        keys[name] = index.metadata["record_key"].value
         assert check.passed
-        assert check.metadata["record_key"].value == keys[name]  # judged its own run's index
-    assert keys["a"] != keys["b"]
+        assert check.metadata["record_keys"].value == keys[name]  # judged its own run's index, every partition
+    # d9 is in one partition: that partition's index differs between the runs, the others hold the same documents.
+    changed = [p for p in keys["a"] if keys["a"][p] != keys["b"][p]]
+    assert len(changed) == 1 and set(keys["a"]) == set(keys["b"]) == set(partition_keys(4))
+    (partition,) = changed
     # Both outputs stay readable by key: neither run overwrote the other's index.
     store = RecordStore(root)
-    index_dirs = {name: Path(store.read("sparse_index", "splade_tiny", key)["index_dir"]) for name, key in keys.items()}
+    index_dirs = {
+        name: Path(store.read("sparse_index", f"splade_tiny/{partition}", key[partition])["index_dir"])
+        for name, key in keys.items()
+    }
     assert index_dirs["a"] != index_dirs["b"] and all(d.is_dir() for d in index_dirs.values())
     # B's index was written last, so it is what a reader without a run (the CLI) sees; A's check still judged A's.
-    assert store.current("sparse_index", "splade_tiny").key == keys["b"]
+    assert store.current("sparse_index", f"splade_tiny/{partition}").key == keys["b"][partition]

@@ -17,6 +17,7 @@ from neuronforge.gc import plan_gc
 from neuronforge.registry import load_registry
 from neuronforge.search import main as search_main
 from pipelines.definitions import build_definitions
+from pipelines.jobs import with_all_partitions
 
 pytestmark = pytest.mark.slow
 MINI_BEIR = Path(__file__).resolve().parents[1] / "fixtures" / "corpus" / "mini_beir"
@@ -46,8 +47,9 @@ RETRIEVAL = dg.AssetSelection.keys(
 
 def run_on(defs: dg.Definitions, selection: dg.AssetSelection, instance: dg.DagsterInstance):
     job = dg.define_asset_job("user_corpus", selection=selection)
-    merged = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
-    return merged.resolve_job_def("user_corpus").execute_in_process(instance=instance, raise_on_error=False)
+    job_def = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("user_corpus")
+    # Every corpus partition in the one run, as `make run` does.
+    return job_def.execute_in_process(instance=instance, raise_on_error=False, tags=with_all_partitions(job_def, {}))
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,7 @@ def test_switching_corpora_is_honest_and_keeps_both_outputs(world, monkeypatch, 
         "sparse:splade": metadata(exported, "splade/export")["compile_key"],
     }
     assert checks(first)["retrieval_eval:ndcg_above_floor"] is True
-    shards_a = sorted((world["root"] / "stages" / "corpus_embeddings" / "minilm").glob("shard-*.parquet"))
+    shards_a = sorted((world["root"] / "stages" / "corpus_embeddings" / "minilm").rglob("shard-*.parquet"))
 
     # Corpus B has no qrels: the evaluation says so for B, and the check does not pass on A's numbers.
     defs_b = defs_on(world, monkeypatch, world["b"])
