@@ -84,6 +84,7 @@ def test_nightly_corpus_refresh_selects_corpus_stages_of_exported_models(
     # Fresh deployment: only the corpus can run (embedding needs an exported model).
     (request,) = evaluate(defs, "nightly_corpus_refresh", storage).run_requests or []
     assert request.asset_selection == [key("corpus")]
+    assert "dagster/asset_partition_range_start" not in request.tags  # nothing partitioned selected
 
     exported(storage, "tiny_dense", "tiny_sparse")
     (request,) = evaluate(defs, "nightly_corpus_refresh", storage).run_requests or []
@@ -94,6 +95,9 @@ def test_nightly_corpus_refresh_selects_corpus_stages_of_exported_models(
         key("retrieval_eval"),
     }
     assert request.tags["neuronforge/trigger"] == "nightly_corpus_refresh"
+    # The partitioned corpus stages: every partition, in the one run.
+    assert request.tags["dagster/asset_partition_range_start"] == "0-of-4"
+    assert request.tags["dagster/asset_partition_range_end"] == "3-of-4"
 
 
 def test_weekly_chat_smoke_eval_runs_the_evaluation_of_exported_chat_models(

