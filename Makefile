@@ -65,7 +65,7 @@ lint: setup
 # Everything CI runs: lint, `dg check defs` (the definitions load and validate), unit + slow + end-to-end + UI tests.
 test: lint $(DAGSTER_HOME)/dagster.yaml
 	$(DG) check defs
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs -m "not fleet"
 
 # Publish the built-in models to a fresh loopback Hub, then load every repo in the client venv with the standard
 # classes (SentenceTransformer onnx/torch, SparseEncoder, AutoModelForCausalLM) and run every model-card snippet.
@@ -75,7 +75,7 @@ test-clients: setup setup-clients $(DAGSTER_HOME)/dagster.yaml
 
 # The quick loop while developing: no whole-pipeline or browser tests.
 test-fast: setup $(DAGSTER_HOME)/dagster.yaml
-	$(PY) -m pytest -q -m "not slow and not ui"
+	$(PY) -m pytest -q -m "not slow and not ui and not fleet"
 
 # CI: the unit tests once more on the Neuron host's public stack (requirements-neuron.txt: numpy 1.26.4, torch 2.8.0
 # from PyPI), in a second venv; installing it is the check that the Neuron requirements resolve. The Neuron SDK is
@@ -90,7 +90,18 @@ $(NUMPY1_VENV)/.installed: requirements-neuron.txt pyproject.toml
 
 test-numpy1: $(NUMPY1_VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	$(NUMPY1_VENV)/bin/python -c "import numpy, torch; assert numpy.__version__ == '1.26.4', numpy.__version__; print('numpy', numpy.__version__, 'torch', torch.__version__)"
-	$(NUMPY1_VENV)/bin/python -m pytest -q -m "not slow and not ui" -p no:cacheprovider
+	$(NUMPY1_VENV)/bin/python -m pytest -q -m "not slow and not ui and not fleet" -p no:cacheprovider
+
+# CI: the fleet path (deploy/, docs/operations.md). requirements-fleet.txt (dagster-k8s, dagster-postgres) goes into the
+# project venv (a few seconds: small wheels), then tests/fleet: the EKS code location loads and every step's pod asks
+# for its NeuronCores, and the default pipeline runs on a throwaway PostgreSQL server (Debian's postgresql; .ci/run
+# installs it). Missing packages or server fail here instead of skipping.
+$(VENV)/.fleet-installed: $(VENV)/.installed requirements-fleet.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-fleet.txt -c requirements.txt
+	touch $@
+
+test-fleet: $(VENV)/.fleet-installed $(DAGSTER_HOME)/dagster.yaml
+	NEURONFORGE_FLEET_TESTS=1 $(PY) -m pytest -q -rs -m fleet tests/fleet -p no:cacheprovider
 
 # `dg dev` ([tool.dg]; `dagster dev -w workspace.yaml` is superseded and says so): the same `neuronforge` location.
 ui: setup $(DAGSTER_HOME)/dagster.yaml
