@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from neuronforge.hub.listing import ListingCache
-from neuronforge.hub.store import HubStore
+from neuronforge.hub.store import DISK_FULL_ERRNOS, HubStore, disk_full_error
 from neuronforge.hub.validation import HubError, show
 
 SERVER_NAME = "neuronforge-hub"
@@ -141,6 +141,7 @@ class BaseHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         self._body_consumed = False
+        self._body_started = False  # part of the body read: what is left cannot be skipped by its Content-Length
         self._responded = False
         try:
             if method not in METHODS:
@@ -159,9 +160,14 @@ class BaseHandler(BaseHTTPRequestHandler):
             self._send_error(HubError(400, "The URL is not valid UTF-8 once percent-decoded."))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        except Exception as exc:  # a bug or a disk error: report it, keep serving
-            traceback.print_exc(file=sys.stderr)
-            self._send_error(HubError(500, f"Internal error: {type(exc).__name__}: {exc}"))
+        except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+                # A full disk is a limit the client can act on (free space, retry): 413 saying so, not a 500 that
+                # huggingface_hub retries five times over a 650 MB body.
+                self._send_error(disk_full_error(self.store.free_bytes()))
+            else:  # a bug or another disk error: report it, keep serving
+                traceback.print_exc(file=sys.stderr)
+                self._send_error(HubError(500, f"Internal error: {type(exc).__name__}: {exc}"))
         finally:
             if not self._body_consumed and self._has_body():
                 self._discard_body()
@@ -182,6 +188,7 @@ class BaseHandler(BaseHTTPRequestHandler):
             413,
             f"Request body exceeds this server's limit of {limit} bytes; restart it with a larger {limit_flag}.",
         )
+        self._body_started = True
         if "chunked" in self._transfer_encoding():
             total = 0
             while True:
@@ -266,7 +273,7 @@ class BaseHandler(BaseHTTPRequestHandler):
 
     def _discard_body(self) -> None:
         """After an early answer: read a small unread body (so the client sees our reply, not a reset), else hang up."""
-        if self.close_connection or "chunked" in self._transfer_encoding():
+        if self.close_connection or self._body_started or "chunked" in self._transfer_encoding():
             self.close_connection = True
             return
         try:
@@ -280,6 +287,8 @@ class BaseHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, headers: dict[str, str], content_type: str) -> None:
         self._responded = True
+        if self._body_started and not self._body_consumed:
+            self.close_connection = True  # answered mid-body: say so, the rest of it is never read
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from neuronforge.hub.handler import BaseHandler
+from neuronforge.hub.store import DISK_RESERVE_BYTES, disk_full_error
 from neuronforge.hub.validation import SHA256_RE, HubError
 
 
@@ -23,6 +24,7 @@ class LfsRoutes(BaseHandler):
         if not isinstance(objects, list):
             raise HubError(400, "Expected an 'objects' list.")
         answer = []
+        budget = self.store.free_bytes() - DISK_RESERVE_BYTES  # what this batch's uploads may still fill
         for obj in objects:
             oid = obj.get("oid") if isinstance(obj, dict) else None
             size = obj.get("size") if isinstance(obj, dict) else None
@@ -32,7 +34,13 @@ class LfsRoutes(BaseHandler):
             if size > self.hub.max_upload_bytes:
                 message = f"Object is {size} bytes; this hub accepts at most {self.hub.max_upload_bytes} per file"
                 row["error"] = {"code": 413, "message": message + " (restart it with a larger --max-upload-bytes)."}
-            elif not self.store.has_blob(repo_id, oid, size):  # already stored → no actions → client skips the PUT
+            elif self.store.has_blob(repo_id, oid, size):  # already stored → no actions → client skips the PUT
+                pass
+            elif size > budget:  # refused before the client sends it, and not retried: a clear 413 naming the space
+                # "free" as this object would find it: after the uploads granted above in this batch
+                row["error"] = {"code": 413, "message": disk_full_error(budget + DISK_RESERVE_BYTES, size).message}
+            else:
+                budget -= size
                 row["actions"] = {
                     "upload": {"href": self.hub.signed_upload_url(repo_id, oid, size), "header": {}},
                     "verify": {"href": f"{self.hub.url}/{repo_id}.git/info/lfs/objects/verify", "header": {}},
@@ -49,6 +57,7 @@ class LfsRoutes(BaseHandler):
         self.store.repo_meta(repo_id)
         if size > self.hub.max_upload_bytes:
             raise HubError(413, f"Object exceeds this hub's limit of {self.hub.max_upload_bytes} bytes.")
+        self.store.check_space(size)
         chunks = self._iter_body(self.hub.max_upload_bytes, "--max-upload-bytes")
         self.store.put_blob_stream(repo_id, chunks, sha256=oid, size=size)
         self._send_json({})

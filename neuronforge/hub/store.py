@@ -10,11 +10,16 @@ Only model repos exist here. The layout:
 A commit writes its blobs, then its commit object, then replaces refs.json atomically: a crash at any point leaves the
 previous revision (and every tag) exactly as it was; at worst an unreferenced blob or commit object is left behind.
 Uploads and repo creations are staged in tmp/, which a server cleans when it starts alone (`clean_tmp`).
+
+A full disk is the client's limit to hear about, not a server error: an LFS upload that would leave less than
+`DISK_RESERVE_BYTES` free is refused up front (413, naming the free space), and a write that still hits ENOSPC/EDQUOT
+mid-way answers the same 413 (`disk_full_error`), never a 500 that clients retry.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -46,6 +51,25 @@ from neuronforge.hub.validation import (
     validate_revision,
 )
 from neuronforge.locks import file_lock
+
+DISK_RESERVE_BYTES = 64 << 20  # an upload may not leave less free: commits, refs and the rest of the machine need some
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def disk_full_error(free: int, needed: int | None = None) -> HubError:
+    """The 413 for a full disk: what was needed, what is free, and how to make room (the data dir's path stays out)."""
+    what = (
+        f"storing {needed} bytes needs {needed + DISK_RESERVE_BYTES} free (the object plus a {DISK_RESERVE_BYTES}-byte "
+        "reserve)"
+        if needed is not None
+        else "the disk filled up while storing this request, nothing of it was kept"
+    )
+    return HubError(
+        413,
+        f"Not enough disk space on this hub: {what}; the disk holding its data dir has {free} bytes free. Free space "
+        "on that disk (or restart the hub with --data-dir on a larger one), then upload again.",
+        code="InsufficientStorage",
+    )
 
 
 def _utcnow() -> str:
@@ -277,6 +301,16 @@ class HubStore:
 
     def _write_blob(self, repo_id: str, sha256: str, data: bytes) -> None:
         write_bytes_atomic(self._blob_path(repo_id, sha256), data)
+
+    def free_bytes(self) -> int:
+        """Free bytes on the disk holding the data dir (where tmp/ uploads and blobs land)."""
+        return shutil.disk_usage(self.root / "tmp").free
+
+    def check_space(self, size: int) -> None:
+        """Refuse (413) an upload of `size` bytes that would leave less than the reserve free."""
+        free = self.free_bytes()
+        if size + DISK_RESERVE_BYTES > free:
+            raise disk_full_error(free, size)
 
     def put_blob_stream(self, repo_id: str, chunks: Iterator[bytes], *, sha256: str, size: int) -> None:
         """Store an LFS upload: streamed to tmp/, checked against its announced sha256 and size, then renamed in."""
