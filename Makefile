@@ -8,7 +8,7 @@ export DAGSTER_HOME     ?= $(NEURONFORGE_HOME)/dagster
 export HF_HUB_DISABLE_XET = 1
 export HF_HUB_DISABLE_TELEMETRY = 1
 
-.PHONY: setup run test test-fast lint ui hub hub-stop bench bench-peers gc setup-neuron test-numpy1 defs setup-clients test-clients clean
+.PHONY: setup run test test-fast lint ui hub hub-stop bench bench-peers gc setup-neuron test-numpy1 defs setup-clients test-clients doctor clean
 
 setup: $(VENV)/.installed
 
@@ -136,6 +136,11 @@ bench-peers: .venv-peers/.installed
 # a dry run listing them; `make gc ARGS=--delete` removes them.
 gc: setup
 	$(VENV)/bin/neuronforge-gc $(ARGS)
+
+# What holds the pool slots and NeuronCores; runs killed without a trace (kill -9) marked failed, their slots freed
+# (what dead_run_sensor does when a daemon runs). `make doctor ARGS=--dry-run` only reports.
+doctor: setup $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/neuronforge-doctor $(ARGS)
 
 clean:
 	rm -rf $(NEURONFORGE_HOME)

@@ -6,8 +6,10 @@
                               a loaded spec differs from its last export         → source_model, export, stage, publish
     corpus_sensor             corpus files added, changed or removed            → corpus, embeddings, sparse index, eval
     default_automation_sensor declarative automation (eager stages once blocking checks pass)
+    dead_run_sensor           a STARTED run whose processes are gone (kill -9) → marked failed, pool slots freed
+                              (pipelines/dead_runs.py; launches nothing)
 
-All but the automation sensor start STOPPED: an operator turns them on in the UI (docs/operations.md). Each keeps a
+All but the automation and dead-run sensors start STOPPED: an operator turns them on in the UI (docs/operations.md). Each keeps a
 JSON cursor of what it already requested, and each run request carries a run_key (the new compile key, or the corpus
 fingerprint), so one change triggers one run. Ticks stay cheap: a Hub `model_info` call, stage records and manifests,
 package metadata and file stats; never torch.
@@ -29,6 +31,7 @@ from neuronforge.drift import COMMIT_SHA, describe_versions, registry_drift, spe
 from neuronforge.export import export_key
 from neuronforge.records import StageRecord
 from neuronforge.registry import ModelSpec, Registry, RegistryError, load_registry
+from pipelines.dead_runs import build_dead_run_sensor
 from pipelines.jobs import corpus_refresh_job, corpus_refresh_keys, recompile_job_name, recompile_jobs, recompile_keys
 from resources.backends import BackendResource
 from resources.corpus import CorpusResource
@@ -400,4 +403,5 @@ def build_sensors(registry: Registry, partitions: dg.PartitionsDefinition) -> li
         build_models_yaml_sensor(registry, partitions),
         build_corpus_sensor(registry, partitions),
         build_automation_sensor(),
+        build_dead_run_sensor(),
     ]

@@ -409,7 +409,7 @@ def test_corpus_sensor_explains_the_builtin_corpus_is_not_watched(
 # ------------------------------------------------------------------------------------------------------- the wiring
 
 
-def test_sensors_start_stopped_except_the_automation_sensor(registry: Registry) -> None:
+def test_sensors_start_stopped_except_automation_and_dead_runs(registry: Registry) -> None:
     defs = build_definitions(registry)
     statuses = {s.name: s.default_status for s in defs.get_repository_def().sensor_defs}
     assert statuses == {
@@ -418,6 +418,7 @@ def test_sensors_start_stopped_except_the_automation_sensor(registry: Registry) 
         "models_yaml_sensor": dg.DefaultSensorStatus.STOPPED,
         "corpus_sensor": dg.DefaultSensorStatus.STOPPED,
         "default_automation_sensor": dg.DefaultSensorStatus.RUNNING,
+        "dead_run_sensor": dg.DefaultSensorStatus.RUNNING,
     }
 
 
