@@ -165,7 +165,7 @@ def repair(instance: dg.DagsterInstance, *, by: str, dry_run: bool = False, log=
         result.failed.append(found.run_id)
         result.freed_runs.append(found.run_id)
         if log is not None:
-            log.warning(f"{by}: run {found.run_id} ({found.job_name}) marked failed, slots freed: {found.describe()}")
+            log.warning(f"{by}: marked failed and freed the pool slots of {found.describe()}")
 
     acted = {found.run_id for found in result.dead}
     now = time.time()
