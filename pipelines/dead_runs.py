@@ -19,12 +19,16 @@ wrote its events is still that process (pid and start time, neuronforge.processe
 slots freed with the event log's `free_concurrency_slots_for_run` (_core/storage/event_log/sql_event_log.py:3147,
 what the concurrency daemon calls), which also hands them to waiting steps.
 
-Pids are host-local: this judges runs whose processes run on this host (the embedded sqlite instance, one host). Runs
-of a launcher with a health check (K8sRunLauncher, ...) are left to Dagster's run monitoring.
+Pids are host-local, and Dagster records no host with its events. So a run is judged only where its processes are
+known to run on this host: a run tagged `neuronforge/host` (`make run` tags its runs) must name this host; an untagged
+run is judged only on a sqlite instance, which is one host's by construction. On a shared (Postgres) instance untagged
+runs are reported, never failed. Runs of a launcher with a health check (K8sRunLauncher, ...) are left to Dagster's
+run monitoring.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,6 +44,7 @@ _PID_EVENTS = {
     dg.DagsterEventType.STEP_WORKER_STARTED,
     dg.DagsterEventType.STEP_START,
 }
+HOST_TAG = "neuronforge/host"
 # A finished run's own clean-up frees its slots; give it this long before freeing them from outside.
 FINISHED_GRACE_S = 60.0
 
@@ -83,6 +88,7 @@ class Repair:
     orphaned_slots: list[tuple[str, str, str, str]] = field(default_factory=list)  # (pool, run id, step, run status)
     freed_runs: list[str] = field(default_factory=list)  # run ids whose slots were freed
     skipped: str = ""  # why nothing was judged (a launcher with its own health check)
+    elsewhere: list[tuple[str, str]] = field(default_factory=list)  # (run id, why it is not judged on this host)
 
     @property
     def problems(self) -> int:
@@ -139,6 +145,20 @@ def judged_by_dagster(instance: dg.DagsterInstance) -> str:
     return ""
 
 
+def single_host_instance(instance: dg.DagsterInstance) -> bool:
+    from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+
+    return isinstance(instance.run_storage, SqliteRunStorage)
+
+
+def not_judged_here(run: dg.DagsterRun, single_host: bool) -> str:
+    """Why this host cannot tell whether the run's processes live ("" when it can)."""
+    host = run.tags.get(HOST_TAG)
+    if host is not None:
+        return "" if host == socket.gethostname() else f"its processes run on {host}"
+    return "" if single_host else "a shared instance and no neuronforge/host tag: its host is unknown"
+
+
 def repair(instance: dg.DagsterInstance, *, by: str, dry_run: bool = False, log=None) -> Repair:
     """Find STARTED runs whose processes are gone and slots held by finished or deleted runs; unless `dry_run`, mark
     the dead runs failed and free those slots. `by` names who acted (in the failure message); `log` gets one
@@ -146,7 +166,12 @@ def repair(instance: dg.DagsterInstance, *, by: str, dry_run: bool = False, log=
     result = Repair(skipped=judged_by_dagster(instance))
     claims = claimed_slots(instance)
     if not result.skipped:
+        single_host = single_host_instance(instance)
         for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            why = not_judged_here(run, single_host)
+            if why:
+                result.elsewhere.append((run.run_id, why))
+                continue
             found = inspect_run(instance, run, claims.get(run.run_id, ()))
             (result.dead if found.dead else result.live).append(found)
     for found in result.dead:
@@ -210,6 +235,7 @@ def build_dead_run_sensor() -> dg.SensorDefinition:
         if orphans:
             done.append(f"freed slots of ended runs: {', '.join(orphans)}")
         alive = f"{len(found.live)} started run(s), each with a live process"
-        return dg.SkipReason("; ".join([*done, alive]))
+        elsewhere = [f"{len(found.elsewhere)} not judged on this host"] if found.elsewhere else []
+        return dg.SkipReason("; ".join([*done, alive, *elsewhere]))
 
     return dead_run_sensor

@@ -95,6 +95,7 @@ def report(instance: dg.DagsterInstance, found: Repair, dry_run: bool, lock_dir:
         ],
         "slots_freed_for_runs": found.freed_runs,
         "skipped": found.skipped,
+        "not_judged_here": [{"run_id": run_id, "why": why} for run_id, why in found.elsewhere],
         "leases": leases(lock_dir),
         "dry_run": dry_run,
     }
@@ -117,9 +118,11 @@ def print_report(data: dict[str, Any]) -> None:
         )
     if data["skipped"]:
         out(f"Runs: left to Dagster's run monitoring ({data['skipped']})")
-    out("Runs in progress:" + ("" if data["runs_in_progress"] else " none"))
+    out("Runs in progress:" + ("" if data["runs_in_progress"] or data["not_judged_here"] else " none"))
     for run in data["runs_in_progress"]:
         out(f"  {describe(run)}")
+    for item in data["not_judged_here"]:
+        out(f"  run {item['run_id']}: not judged on this host ({item['why']})")
     out("Dead runs (every process gone):" + ("" if data["dead_runs"] else " none"))
     for run in data["dead_runs"]:
         if data["dry_run"]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -190,3 +192,39 @@ def test_doctor_reports_leases_and_repairs_a_killed_run(home: Path) -> None:
     with dg.DagsterInstance.get() as instance:
         assert "Marked failed by neuronforge-doctor" in failure_message(instance, dead["run_id"])
     assert_next_run_proceeds(home, dead["run_id"])
+
+
+def a_started_run(instance: dg.DagsterInstance, pid: int, tags: dict[str, str] | None = None) -> dg.DagsterRun:
+    """A STARTED run whose run worker said "Started process for run (pid: N)", as `dagster api execute_run` does."""
+    from dagster._core.events import EngineEventData
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    run = instance.add_run(
+        DagsterRun(job_name="hold_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED, tags=tags or {})
+    )
+    instance.report_engine_event(f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid))
+    return run
+
+
+def exited_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_only_runs_known_to_live_on_this_host_are_judged() -> None:
+    from pipelines.dead_runs import HOST_TAG, repair
+
+    dead = exited_pid()
+    with dg.instance_for_test() as instance:  # sqlite: one host's instance
+        untagged = a_started_run(instance, dead)
+        here = a_started_run(instance, dead, {HOST_TAG: socket.gethostname()})
+        elsewhere = a_started_run(instance, dead, {HOST_TAG: "another-host"})
+        alive = a_started_run(instance, os.getpid())
+        found = repair(instance, by="test")
+        assert sorted(found.failed) == sorted([untagged.run_id, here.run_id])
+        assert found.elsewhere == [(elsewhere.run_id, "its processes run on another-host")]
+        assert [r.run_id for r in found.live] == [alive.run_id]
+        status = {r.run_id: r.status for r in instance.get_runs()}
+        assert status[elsewhere.run_id] == status[alive.run_id] == dg.DagsterRunStatus.STARTED
+        assert status[untagged.run_id] == status[here.run_id] == dg.DagsterRunStatus.FAILURE
