@@ -12,13 +12,16 @@ process, as the run worker would execute it.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
 import dagster as dg
 
 from neuronforge.registry import RegistryError, load_registry
+from pipelines.dead_runs import HOST_TAG, repair
 from pipelines.jobs import with_all_partitions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -58,10 +61,14 @@ def launch(job_name: str, workspace: Path, tags: dict[str, str]) -> dg.Execution
     recon_job = repository.get_reconstructable_job(job_name)
     remote_origin = RemoteRepositoryOrigin(origin, repository_def.name).get_job_origin(job_name)
     with dg.DagsterInstance.get() as instance:
+        # Runs killed without a trace (kill -9) would hold the pool slots this run needs: repair first, as the
+        # dead-run sensor would if a daemon ran. The host tag lets a shared instance judge this run later.
+        repair(instance, by="make run", log=logging.getLogger("neuronforge.launch"))
         job_def = recon_job.get_definition()
         run = instance.create_run_for_job(
             job_def=job_def,
-            tags=with_all_partitions(job_def, tags),  # the corpus stages: every partition, in this one run
+            # the corpus stages: every partition, in this one run
+            tags=with_all_partitions(job_def, {HOST_TAG: socket.gethostname(), **tags}),
             remote_job_origin=remote_origin,
             job_code_origin=recon_job.get_python_origin(),
         )

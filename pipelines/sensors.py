@@ -9,9 +9,9 @@
     dead_run_sensor           a STARTED run whose processes are gone (kill -9) → marked failed, pool slots freed
                               (pipelines/dead_runs.py; launches nothing)
 
-All but the automation and dead-run sensors start STOPPED: an operator turns them on in the UI (docs/operations.md). Each keeps a
-JSON cursor of what it already requested, and each run request carries a run_key (the new compile key, or the corpus
-fingerprint), so one change triggers one run. Ticks stay cheap: a Hub `model_info` call, stage records and manifests,
+All but the automation and dead-run sensors start STOPPED: an operator turns them on in the UI (docs/operations.md).
+Each keeps a JSON cursor of what it already requested, and each run request carries a run_key (the new compile key, or
+the corpus fingerprint), so one change triggers one run. Ticks stay cheap: a Hub `model_info` call, stage records and manifests,
 package metadata and file stats; never torch.
 """
 

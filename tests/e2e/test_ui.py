@@ -562,7 +562,7 @@ def test_the_catalog_shows_every_asset_check_and_automation(
     assert shown_checks == check_keys
     assert {tuple(node["assetKey"]["path"]) for node in nodes} == asset_keys
 
-    # Sensors and schedules on the Automation page; only the declarative-automation and dead-run sensors run by default.
+    # Sensors and schedules on the Automation page; only the automation and dead-run sensors run by default.
     automation = {s.name for s in repo.sensor_defs} | {s.name for s in repo.schedule_defs}
     texts = page_texts(browser, f"{dagster.url}/automation", session.root / "chromium", automation)
     assert not automation - set(texts), f"automation page does not show {sorted(automation - set(texts))}"

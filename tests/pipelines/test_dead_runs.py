@@ -228,3 +228,38 @@ def test_only_runs_known_to_live_on_this_host_are_judged() -> None:
         status = {r.run_id: r.status for r in instance.get_runs()}
         assert status[elsewhere.run_id] == status[alive.run_id] == dg.DagsterRunStatus.STARTED
         assert status[untagged.run_id] == status[here.run_id] == dg.DagsterRunStatus.FAILURE
+
+
+def test_make_run_repairs_dead_runs_before_it_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make run` (pipelines/launch.py) marks a killed run failed before its own run, and tags its run with the host."""
+    from pipelines.dead_runs import HOST_TAG
+
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    (tmp_path / "tiny_defs.py").write_text(
+        "import dagster as dg\n\n@dg.asset\ndef tiny() -> None:\n    pass\n\n"
+        "defs = dg.Definitions(assets=[tiny], jobs=[dg.define_asset_job('tiny_job')])\n"
+    )
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_module:\n      module_name: tiny_defs\n      working_directory: .\n"
+        "      location_name: neuronforge\n"
+    )
+    with dg.DagsterInstance.get() as instance:
+        dead = a_started_run(instance, exited_pid())
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.launch", "tiny_job", "--workspace", str(workspace)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"make run: marked failed and freed the pool slots of run {dead.run_id}" in done.stderr
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        (launched,) = instance.get_runs(filters=dg.RunsFilter(job_name="tiny_job"))
+        assert launched.status == dg.DagsterRunStatus.SUCCESS
+        assert launched.tags[HOST_TAG] == socket.gethostname()
