@@ -100,7 +100,8 @@ def per_step_neuron_config(defs: dg.Definitions, registry: Registry) -> dict[str
 
 def build_k8s_definitions(registry: Registry | None = None, resources: dict[str, object] | None = None):
     registry = registry or load_models()
-    base = build_definitions(registry, resources)
+    # One run (one pod per step) per corpus partition in a backfill: the corpus stages fan out over the fleet.
+    base = build_definitions(registry, resources, corpus_backfill=dg.BackfillPolicy.multi_run(1))
     executor = k8s_job_executor.configured(
         {
             "job_namespace": {"env": "DAGSTER_K8S_NAMESPACE"},

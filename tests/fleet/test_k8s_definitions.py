@@ -209,3 +209,13 @@ def test_instance_config_validates(fleet_packages):
     launcher = process_config(K8sRunLauncher.config_type(), config["run_launcher"]["config"])
     assert launcher.success, launcher.errors
     assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+
+
+def test_a_fleet_backfill_runs_each_corpus_partition_on_its_own(k8s):
+    # make run keeps one run for every partition (single_run); on a fleet each partition is its own run and pods.
+    graph = k8s.defs.resolve_asset_graph()
+    corpus_stages = [key for key in graph.get_all_asset_keys() if key.path[-1] in ("corpus_embeddings", "sparse_index")]
+    assert corpus_stages
+    for key in corpus_stages:
+        policy = graph.get(key).backfill_policy
+        assert policy is not None and policy.max_partitions_per_run == 1, (key, policy)
