@@ -8,7 +8,7 @@ export DAGSTER_HOME     ?= $(NEURONFORGE_HOME)/dagster
 export HF_HUB_DISABLE_XET = 1
 export HF_HUB_DISABLE_TELEMETRY = 1
 
-.PHONY: setup run test test-fast lint ui hub hub-stop bench bench-peers gc setup-neuron test-numpy1 defs setup-clients test-clients doctor clean
+.PHONY: setup run test test-fast lint ui hub hub-stop bench bench-peers gc setup-neuron test-numpy1 defs setup-clients test-clients test-fleet doctor clean
 
 setup: $(VENV)/.installed
 
