@@ -30,12 +30,18 @@ def instance_for(defs: dg.Definitions) -> dg.DagsterInstance:
     return _INSTANCES.setdefault(id(defs), dg.DagsterInstance.ephemeral())
 
 
-def materialize(defs: dg.Definitions, selection: dg.AssetSelection, run_config: dict | None = None):
+def materialize(
+    defs: dg.Definitions,
+    selection: dg.AssetSelection,
+    run_config: dict | None = None,
+    instance: dg.DagsterInstance | None = None,
+):
+    """Run `selection` in process (on `instance`, default the one of `defs`), every corpus partition in one run."""
     job = dg.define_asset_job("e2e", selection=selection)
     merged = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
     job_def = merged.resolve_job_def("e2e")
     return job_def.execute_in_process(
-        instance=instance_for(defs),
+        instance=instance or instance_for(defs),
         raise_on_error=False,
         run_config=run_config or {},
         tags=with_all_partitions(job_def, {}),  # every corpus partition in this one run, as `make run` does

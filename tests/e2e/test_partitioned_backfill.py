@@ -18,14 +18,13 @@ import partitioned_job
 import pytest
 import yaml
 from dagster._core.definitions.reconstruct import ReconstructableJob
-from pipeline_helpers import pipeline_resources
+from pipeline_helpers import materialize, pipeline_resources
 
 from neuronforge.partitions import bucket_of, partition_keys
 from neuronforge.records import RecordStore
 from neuronforge.registry import load_registry
 from neuronforge.search import Searcher
 from pipelines.definitions import build_definitions
-from pipelines.jobs import with_all_partitions
 from resources.corpus import CorpusResource
 
 pytestmark = pytest.mark.slow
@@ -89,12 +88,6 @@ def failures(result) -> list[str]:
     ]
 
 
-def run_in_process(defs: dg.Definitions, selection: dg.AssetSelection, instance: dg.DagsterInstance):
-    job = dg.define_asset_job("in_process", selection=selection)
-    job_def = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("in_process")
-    return job_def.execute_in_process(instance=instance, raise_on_error=False, tags=with_all_partitions(job_def, {}))
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, hub):
     base = tmp_path_factory.mktemp("partitioned")
@@ -118,7 +111,7 @@ def built(tmp_path_factory, hub):
         retrieval = dg.AssetSelection.groups(
             "corpus", "minilm", "splade", "retrieval"
         ) - dg.AssetSelection.key_substring("publish")
-        first = run_in_process(whole, retrieval, instance)
+        first = materialize(whole, retrieval, instance=instance)
         assert first.success
         # The backfill: one run per partition, each through the multiprocess executor.
         backfill = []
@@ -129,7 +122,7 @@ def built(tmp_path_factory, hub):
             assert result.success, (partition, failures(result))
             backfill.append(result)
         # retrieval_eval of the partitioned build reads every partition's record (each from another run).
-        evaluated = run_in_process(parted, dg.AssetSelection.keys("retrieval_eval"), instance)
+        evaluated = materialize(parted, dg.AssetSelection.keys("retrieval_eval"), instance=instance)
         assert evaluated.success
         yield {
             "root": root,

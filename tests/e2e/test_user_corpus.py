@@ -10,14 +10,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from pipeline_helpers import checks, metadata, pipeline_resources
+from pipeline_helpers import checks, materialize, metadata, pipeline_resources
 
 from neuronforge.gc import main as gc_main
 from neuronforge.gc import plan_gc
 from neuronforge.registry import load_registry
 from neuronforge.search import main as search_main
 from pipelines.definitions import build_definitions
-from pipelines.jobs import with_all_partitions
 
 pytestmark = pytest.mark.slow
 MINI_BEIR = Path(__file__).resolve().parents[1] / "fixtures" / "corpus" / "mini_beir"
@@ -43,13 +42,6 @@ RETRIEVAL = dg.AssetSelection.keys(
     dg.AssetKey(["splade", "sparse_index"]),
     dg.AssetKey("retrieval_eval"),
 )
-
-
-def run_on(defs: dg.Definitions, selection: dg.AssetSelection, instance: dg.DagsterInstance):
-    job = dg.define_asset_job("user_corpus", selection=selection)
-    job_def = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("user_corpus")
-    # Every corpus partition in the one run, as `make run` does.
-    return job_def.execute_in_process(instance=instance, raise_on_error=False, tags=with_all_partitions(job_def, {}))
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +74,10 @@ def test_switching_corpora_is_honest_and_keeps_both_outputs(world, monkeypatch, 
     instance = dg.DagsterInstance.ephemeral()
     defs_a = defs_on(world, monkeypatch, world["a"])
     exports = dg.AssetSelection.keys(dg.AssetKey(["minilm", "export"]), dg.AssetKey(["splade", "export"]))
-    exported = run_on(defs_a, exports.upstream(), instance)
+    exported = materialize(defs_a, exports.upstream(), instance=instance)
     assert exported.success
 
-    first = run_on(defs_a, RETRIEVAL, instance)
+    first = materialize(defs_a, RETRIEVAL, instance=instance)
     assert first.success
     assert metadata(first, "corpus")["path"] == str(world["a"])
     evaluated = metadata(first, "retrieval_eval")
@@ -102,7 +94,7 @@ def test_switching_corpora_is_honest_and_keeps_both_outputs(world, monkeypatch, 
 
     # Corpus B has no qrels: the evaluation says so for B, and the check does not pass on A's numbers.
     defs_b = defs_on(world, monkeypatch, world["b"])
-    second = run_on(defs_b, RETRIEVAL, instance)
+    second = materialize(defs_b, RETRIEVAL, instance=instance)
     assert second.success
     assert metadata(second, "corpus")["path"] == str(world["b"])
     not_evaluated = metadata(second, "retrieval_eval")

