@@ -58,6 +58,17 @@ from neuron_stub import NeuronSDKStub
 
 NeuronSDKStub({root!r}).install(pytest.MonkeyPatch(), probe_torch_xla_first=False)
 sys.path.remove({tests!r})
+
+# Python runs only the first sitecustomize on sys.path: run the one this file shadows (a venv's, Debian's), if any.
+import importlib.util
+import os
+
+for entry in sys.path:
+    shadowed = os.path.join(entry or os.curdir, "sitecustomize.py")
+    if os.path.realpath(shadowed) != os.path.realpath(__file__) and os.path.isfile(shadowed):
+        spec = importlib.util.spec_from_file_location("_sitecustomize_shadowed_by_neuron_stub", shadowed)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        break
 """
 
 
