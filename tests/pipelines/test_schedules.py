@@ -7,10 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from tiny_registry import TINY_ENCODERS
+from tiny_registry import TINY_ENCODERS, write_registry
 
 from neuronforge.artifacts import stable_hash
-from neuronforge.registry import Registry, load_registry
+from neuronforge.registry import Registry
 from pipelines.definitions import build_definitions
 from resources.storage import StorageResource
 
@@ -37,9 +37,7 @@ def key(*parts: str) -> dg.AssetKey:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    path = tmp_path / "models.yaml"
-    path.write_text(MODELS_YAML)
-    return load_registry(path, check_builtin_limits=False)
+    return write_registry(tmp_path, MODELS_YAML)
 
 
 @pytest.fixture

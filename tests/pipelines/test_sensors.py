@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 import pytest
 from huggingface_hub import HfApi
+from tiny_registry import write_registry
 
 from neuronforge.artifacts import stable_hash
 from neuronforge.backends import get_backend, toolchain_versions
@@ -71,9 +72,7 @@ def storage(home: Path) -> StorageResource:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    path = tmp_path / "models.yaml"
-    path.write_text(MODELS_YAML)
-    return load_registry(path, check_builtin_limits=False)
+    return write_registry(tmp_path, MODELS_YAML)
 
 
 @pytest.fixture
