@@ -8,14 +8,13 @@ Chromium is Debian's `chromium` package (.ci/run installs it): missing, the test
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from headless_chromium import HEADLESS_FLAGS, chromium_binary
 
 pytestmark = [pytest.mark.ui]
 
@@ -23,26 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 WINDOW = (1280, 1800)
 
 
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    message = "headless Chromium is not installed: `apt-get install -y chromium` (.ci/run installs it)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def run_chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     command = [
         browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
+        *HEADLESS_FLAGS,
         "--hide-scrollbars",
         f"--user-data-dir={profile}",
         f"--window-size={WINDOW[0]},{WINDOW[1]}",
@@ -82,7 +65,7 @@ class Dom(HTMLParser):
 
 
 def test_published_repo_page_in_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    browser = chromium()
+    browser = chromium_binary()
     sys.path.insert(0, str(REPO / "tests" / "unit" / "hub"))
     from test_publish import make_artifact
 

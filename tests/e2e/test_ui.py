@@ -29,6 +29,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from headless_chromium import HEADLESS_FLAGS, chromium_binary
 
 from neuronforge.registry import load_registry
 
@@ -42,19 +43,6 @@ LOCATION = "neuronforge"
 FIRST_RUN_WARNINGS = {"smollm2_135m_instruct/chat_smoke_eval:latency_vs_last_run"}
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
-
-
-def chromium_binary() -> str:
-    found = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-    if found:
-        return found
-    message = (
-        "headless Chromium is not installed: `apt-get install -y chromium` (Debian) — .ci/run installs it before "
-        "`make test`"
-    )
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def free_port() -> int:
@@ -331,14 +319,7 @@ def render(browser: str, url: str, profile: Path, budget_ms: int, screenshot: Pa
     """The DOM of `url` after the SPA fetched its data (virtual time), optionally with a screenshot."""
     flags = [
         browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
+        *HEADLESS_FLAGS,
         f"--user-data-dir={profile}",
         "--window-size=1600,6000",  # tall: the catalog is a virtualized table that renders visible rows only
         f"--virtual-time-budget={budget_ms}",
